@@ -1,0 +1,572 @@
+"""Contrastive losses as pure functions, with negatives gathered across devices.
+
+Every loss takes un-normalised embeddings and L2-normalises them itself, works in
+float32 whatever the input dtype, and takes an ``axis_name`` keyword:
+
+* ``axis_name=None`` (the default) is the single-device loss on the arrays given:
+  this is the notebook API and needs no mesh.
+* ``axis_name='data'`` (any mesh axis name), called inside ``jax.shard_map``,
+  treats the per-device arrays as shards of one global batch: each device scores
+  its local anchors against candidates gathered from every device with
+  ``jax.lax.all_gather`` and the returned value is the loss of the global batch.
+  Value and gradients equal the single-device call on the concatenated batch;
+  ``tests/test_losses.py`` checks this on eight devices.
+
+The gather is ``jax.lax.all_gather(..., tiled=True)``, which JAX differentiates
+itself (its transpose is a reduce-scatter), so gradients flow back to the device
+that produced each candidate: the usual bug of re-implementations that gather
+without gradient (SimCLR issue tracker, lightly's NTXentLoss) cannot happen here.
+
+Masking uses ``-inf`` and ``logsumexp``; no ``exp`` is ever taken without
+max-subtraction, so every finite input gives a finite loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "alignment",
+    "alpha_cl",
+    "info_nce",
+    "l2_normalize",
+    "nt_xent",
+    "quadratic",
+    "sup_con",
+    "uniformity",
+]
+
+ALPHA_TYPES = ("exp", "inverse", "constant")
+
+
+def l2_normalize(x: jax.Array, *, axis: int = -1, epsilon: float = 1e-12) -> jax.Array:
+    """Returns ``x / ||x||`` along ``axis`` in float32.
+
+    Zero vectors stay zero instead of becoming NaN: the squared norm is clipped
+    at ``epsilon**2`` before the reciprocal square root.
+
+    Args:
+      x: array of any floating dtype.
+      axis: the feature axis.
+      epsilon: smallest norm that is divided by.
+
+    Returns:
+      A float32 array of the shape of ``x`` with unit rows.
+    """
+    x = jnp.asarray(x, jnp.float32)
+    squared_norm = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+    return x * jax.lax.rsqrt(jnp.maximum(squared_norm, epsilon**2))
+
+
+def _similarity(anchors: jax.Array, candidates: jax.Array) -> jax.Array:
+    # HIGHEST keeps the logits in true float32 on TPU/GPU, where the default
+    # matmul precision would round the operands to bfloat16.
+    return jnp.matmul(anchors, candidates.T, precision=jax.lax.Precision.HIGHEST)
+
+
+def _gather(x: jax.Array, axis_name: str | None) -> jax.Array:
+    """The global batch: ``x`` itself, or the shards of all devices in order."""
+    if axis_name is None:
+        return x
+    return jax.lax.all_gather(x, axis_name, axis=0, tiled=True)
+
+
+def _first_global_row(local_rows: int, axis_name: str | None) -> jax.Array | int:
+    """Index in the global batch of this device's first local row."""
+    if axis_name is None:
+        return 0
+    return jax.lax.axis_index(axis_name) * local_rows
+
+
+def _global_mean(local_mean: jax.Array, axis_name: str | None) -> jax.Array:
+    # Every device holds the same number of anchors, so the mean of the
+    # per-device means is the mean over the global batch.
+    if axis_name is None:
+        return local_mean
+    return jax.lax.pmean(local_mean, axis_name)
+
+
+def _check_positive(name: str, value) -> None:
+    if isinstance(value, int | float) and not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}; pass a positive {name}.")
+
+
+def _check_embeddings(name: str, z, ndim: int = 2) -> None:
+    if jnp.ndim(z) != ndim:
+        raise ValueError(
+            f"{name} must have {ndim} dimensions, got shape {jnp.shape(z)}; "
+            f"pass embeddings shaped {'(batch, dim)' if ndim == 2 else '(batch, views, dim)'}."
+        )
+    if not jnp.issubdtype(jnp.result_type(z), jnp.floating):
+        raise ValueError(
+            f"{name} must be a floating array, got dtype {jnp.result_type(z)}; "
+            "cast the embeddings to float32 or bfloat16."
+        )
+    if jnp.shape(z)[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {jnp.shape(z)}); pass at least one row.")
+
+
+def _check_pair(z1, z2) -> None:
+    _check_embeddings("z1", z1)
+    _check_embeddings("z2", z2)
+    if jnp.shape(z1) != jnp.shape(z2):
+        raise ValueError(
+            f"z1 and z2 must have the same shape, got {jnp.shape(z1)} and {jnp.shape(z2)}; "
+            "row i of each must be a view of the same example."
+        )
+
+
+def _two_view_similarities(z1, z2, axis_name):
+    """Cosine similarities of the local anchors of both views to all global views.
+
+    Anchors are ``[z1_local; z2_local]`` (2n rows) and candidates are
+    ``[z1_global; z2_global]`` (2N columns). Returns the (2n, 2N) similarity
+    matrix and, per anchor row, the column of the anchor itself and the column
+    of its positive (the other view of the same example).
+    """
+    _check_pair(z1, z2)
+    z1 = l2_normalize(z1)
+    z2 = l2_normalize(z2)
+    local_rows = z1.shape[0]
+    global_z1 = _gather(z1, axis_name)
+    global_z2 = _gather(z2, axis_name)
+    global_rows = global_z1.shape[0]
+    anchors = jnp.concatenate([z1, z2], axis=0)
+    candidates = jnp.concatenate([global_z1, global_z2], axis=0)
+    similarity = _similarity(anchors, candidates)
+    rows = _first_global_row(local_rows, axis_name) + jnp.arange(local_rows)
+    self_column = jnp.concatenate([rows, rows + global_rows])
+    positive_column = jnp.concatenate([rows + global_rows, rows])
+    return similarity, self_column, positive_column
+
+
+def _column_mask(columns: jax.Array, num_columns: int) -> jax.Array:
+    return columns[:, None] == jnp.arange(num_columns)[None, :]
+
+
+def nt_xent(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    temperature: float = 0.1,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""SimCLR's normalised temperature-scaled cross-entropy (NT-Xent).
+
+    ``z1[i]`` and ``z2[i]`` are two views of example i. Every one of the 2N
+    views is an anchor; its positive is the other view of its example and its
+    negatives are the other 2N - 2 views of the global batch:
+
+    .. math::
+        \ell_a = -\log \frac{\exp(s_{a,p(a)}/T)}{\sum_{k \ne a} \exp(s_{a,k}/T)},
+        \qquad L = \frac{1}{2N} \sum_a \ell_a,
+
+    with ``s`` the cosine similarity. Relation to other conventions:
+
+    * the official SimCLR code returns the sum of the two directional means,
+      which is ``2 * nt_xent``;
+    * MoCo v3's symmetric in-batch loss is ``ctr(q1, k2) + ctr(q2, k1)`` scaled
+      by ``2 T``; its candidates are only the other view's keys (no same-view
+      negatives), so it is not a rescaling of this loss (see ``info_nce``);
+    * ``optax.losses.ntxent(concat([z1, z2]), concat([arange(N)] * 2))`` has the
+      same convention and value.
+
+    Args:
+      z1: (n, d) embeddings of the first views (local shard if ``axis_name``).
+      z2: (n, d) embeddings of the second views.
+      temperature: the softmax temperature T > 0 (SimCLR: 0.1 ImageNet, 0.5 CIFAR).
+      axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
+
+    Returns:
+      The scalar mean loss over all 2N anchors of the global batch (float32).
+
+    Examples:
+      >>> import jax
+      >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 8, 16))
+      >>> float(nt_xent(z1, z1, temperature=0.1)) < float(nt_xent(z1, z2, temperature=0.1))
+      True
+
+    References:
+      Chen et al., "A Simple Framework for Contrastive Learning of Visual
+      Representations", ICML 2020, https://arxiv.org/abs/2002.05709
+    """
+    _check_positive("temperature", temperature)
+    similarity, self_column, positive_column = _two_view_similarities(z1, z2, axis_name)
+    logits = similarity / temperature
+    is_self = _column_mask(self_column, logits.shape[1])
+    log_normaliser = jax.nn.logsumexp(jnp.where(is_self, -jnp.inf, logits), axis=1)
+    positive_logit = jnp.take_along_axis(logits, positive_column[:, None], axis=1)[:, 0]
+    return _global_mean(jnp.mean(log_normaliser - positive_logit), axis_name)
+
+
+def info_nce(
+    q: jax.Array,
+    k: jax.Array,
+    queue: jax.Array | None = None,
+    *,
+    temperature: float = 0.2,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""MoCo's InfoNCE: each query against its key and a set of negatives.
+
+    With a ``queue`` (MoCo v1/v2) the positive of ``q[i]`` is ``k[i]`` and the
+    negatives are the K rows of the queue; the logits are ``[q_i.k_i, q_i.Q^T]``
+    and the loss is the cross-entropy with label 0. Without a queue (MoCo v3),
+    the candidates are the keys of the whole global batch gathered across
+    devices and the positive of local row i on device r is global key i + r n.
+
+    Keys come from the momentum encoder and carry no gradient in MoCo; this
+    function does not stop their gradient itself so that it stays a plain loss
+    (the methods in ``jaxcl.methods`` apply ``jax.lax.stop_gradient``). MoCo v3
+    scales its symmetric loss by ``2 T``; that scaling also lives in the method.
+
+    Args:
+      q: (n, d) queries (local shard if ``axis_name``).
+      k: (n, d) keys; ``k[i]`` is the positive of ``q[i]``.
+      queue: optional (K, d) negative keys. ``None`` uses in-batch negatives.
+      temperature: the softmax temperature T > 0 (MoCo v1 0.07, v2 0.2, v3 1.0).
+      axis_name: mesh axis of the data-parallel batch inside ``jax.shard_map``:
+        averages over the global batch and, without a queue, gathers keys.
+
+    Returns:
+      The scalar mean loss over the queries of the global batch (float32).
+
+    Examples:
+      >>> import jax
+      >>> q, k, queue = jax.random.normal(jax.random.key(0), (3, 4, 8))
+      >>> info_nce(q, k, queue, temperature=0.2).shape
+      ()
+
+    References:
+      He et al., "Momentum Contrast for Unsupervised Visual Representation
+      Learning", CVPR 2020, https://arxiv.org/abs/1911.05722;
+      Chen, Xie, He, "An Empirical Study of Training Self-Supervised Vision
+      Transformers" (MoCo v3), ICCV 2021, https://arxiv.org/abs/2104.02057
+    """
+    _check_positive("temperature", temperature)
+    _check_embeddings("q", q)
+    _check_embeddings("k", k)
+    if jnp.shape(q) != jnp.shape(k):
+        raise ValueError(
+            f"q and k must have the same shape, got {jnp.shape(q)} and {jnp.shape(k)}; "
+            "k[i] must be the key of query q[i]."
+        )
+    q = l2_normalize(q)
+    k = l2_normalize(k)
+    if queue is not None:
+        _check_embeddings("queue", queue)
+        if jnp.shape(queue)[1] != q.shape[1]:
+            raise ValueError(
+                f"queue has feature dim {jnp.shape(queue)[1]} but q has {q.shape[1]}; "
+                "build the queue from keys of the same projection head."
+            )
+        positive_logit = jnp.sum(q * k, axis=1) / temperature
+        negative_logits = _similarity(q, l2_normalize(queue)) / temperature
+        logits = jnp.concatenate([positive_logit[:, None], negative_logits], axis=1)
+    else:
+        logits = _similarity(q, _gather(k, axis_name)) / temperature
+        positive_column = _first_global_row(q.shape[0], axis_name) + jnp.arange(q.shape[0])
+        positive_logit = jnp.take_along_axis(logits, positive_column[:, None], axis=1)[:, 0]
+    loss = jax.nn.logsumexp(logits, axis=1) - positive_logit
+    return _global_mean(jnp.mean(loss), axis_name)
+
+
+def alignment(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    alpha: float = 2.0,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Wang & Isola's alignment: mean distance between positive pairs.
+
+    .. math:: \mathcal{L}_{align} = \mathbb{E}\, \|f(x) - f(y)\|_2^{\alpha}
+
+    on L2-normalised features. Lower is better aligned.
+
+    Args:
+      z1: (n, d) embeddings of the first views.
+      z2: (n, d) embeddings of the second views; ``(z1[i], z2[i])`` is a positive pair.
+      alpha: the exponent alpha > 0 (paper default 2).
+      axis_name: mesh axis of the data-parallel batch inside ``jax.shard_map``;
+        averages over the global batch.
+
+    Returns:
+      The scalar mean over the pairs of the global batch, in [0, 2**alpha].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(alignment(jnp.eye(2), jnp.eye(2)))
+      0.0
+
+    References:
+      Wang & Isola, "Understanding Contrastive Representation Learning through
+      Alignment and Uniformity on the Hypersphere", ICML 2020,
+      https://arxiv.org/abs/2005.10242
+    """
+    _check_positive("alpha", alpha)
+    _check_pair(z1, z2)
+    squared_distance = jnp.sum(jnp.square(l2_normalize(z1) - l2_normalize(z2)), axis=1)
+    if alpha == 2:
+        distance_to_alpha = squared_distance
+    else:
+        # d^alpha = (d^2)^(alpha/2) has an infinite derivative at d = 0 for
+        # alpha < 2; the double where keeps both value and gradient finite.
+        is_positive = squared_distance > 0
+        safe = jnp.where(is_positive, squared_distance, 1.0)
+        distance_to_alpha = jnp.where(is_positive, safe ** (alpha / 2), 0.0)
+    return _global_mean(jnp.mean(distance_to_alpha), axis_name)
+
+
+def uniformity(z: jax.Array, *, t: float = 2.0, axis_name: str | None = None) -> jax.Array:
+    r"""Wang & Isola's uniformity: log of the mean Gaussian potential of all pairs.
+
+    .. math::
+        \mathcal{L}_{uniform} = \log \frac{1}{N(N-1)/2}
+            \sum_{i<j} \exp(-t \|f(x_i) - f(x_j)\|_2^2)
+
+    on L2-normalised features; lower is more uniform. With ``axis_name`` the
+    pairs are those of the global batch (the paper insists uniformity needs
+    the whole batch): each device sums its rows against all gathered rows and
+    the per-device log-sums are combined with a log-sum-exp.
+
+    Args:
+      z: (n, d) embeddings (local shard if ``axis_name``); the global batch
+        must hold at least two rows.
+      t: the potential's scale t > 0 (paper default 2).
+      axis_name: mesh axis of the data-parallel batch inside ``jax.shard_map``.
+
+    Returns:
+      The scalar uniformity of the global batch, in [-4 t, 0].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> round(float(uniformity(jnp.array([[1.0, 0.0], [-1.0, 0.0]]))), 4)
+      -8.0
+
+    References:
+      Wang & Isola, ICML 2020, https://arxiv.org/abs/2005.10242
+    """
+    _check_positive("t", t)
+    _check_embeddings("z", z)
+    z = l2_normalize(z)
+    candidates = _gather(z, axis_name)
+    global_rows = candidates.shape[0]
+    if global_rows < 2:
+        raise ValueError(
+            f"uniformity needs at least 2 embeddings in the global batch, got {global_rows}; "
+            "pass a larger batch."
+        )
+    # For unit vectors ||a - b||^2 = 2 - 2 a.b; the clip removes round-off below 0.
+    squared_distance = jnp.maximum(2.0 - 2.0 * _similarity(z, candidates), 0.0)
+    rows = _first_global_row(z.shape[0], axis_name) + jnp.arange(z.shape[0])
+    potential = jnp.where(_column_mask(rows, global_rows), -jnp.inf, -t * squared_distance)
+    log_sum = jax.nn.logsumexp(potential)
+    if axis_name is not None:
+        # log sum_r exp(l_r) with a shared shift: exact for any shift, so the
+        # shift carries no gradient; pmax keeps every exp argument <= 0.
+        shift = jax.lax.pmax(jax.lax.stop_gradient(log_sum), axis_name)
+        log_sum = shift + jnp.log(jax.lax.psum(jnp.exp(log_sum - shift), axis_name))
+    # Ordered pairs i != j count each distinct pair twice: same mean.
+    return log_sum - math.log(global_rows * (global_rows - 1))
+
+
+def sup_con(
+    z: jax.Array,
+    labels: jax.Array,
+    *,
+    temperature: float = 0.1,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Supervised contrastive loss L_out (Khosla et al. 2020).
+
+    ``z`` holds V views of each of n examples. Every view is an anchor a; its
+    positives P(a) are all other views whose example has the same label
+    (including the other views of its own example), and its denominator runs
+    over all other views of the global batch:
+
+    .. math::
+        \ell_a = -\frac{1}{|P(a)|} \sum_{p \in P(a)}
+            \log \frac{\exp(s_{a,p}/T)}{\sum_{k \ne a} \exp(s_{a,k}/T)}
+
+    The loss is the mean of ``l_a`` over the anchors that have at least one
+    positive. Anchors without positives (possible with V = 1) are left out
+    rather than producing the NaN of the common 0/0 implementation; a batch
+    where no anchor has a positive gives 0. Unlike the reference code, the
+    loss is not multiplied by ``T / base_temperature``.
+
+    Args:
+      z: (n, V, d) embeddings (local shard if ``axis_name``).
+      labels: (n,) integer class labels.
+      temperature: the softmax temperature T > 0 (paper: 0.1).
+      axis_name: mesh axis of the data-parallel batch inside ``jax.shard_map``:
+        candidates, labels and the anchor count are global.
+
+    Returns:
+      The scalar mean loss over the anchors with positives in the global batch.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> z = jax.random.normal(jax.random.key(0), (4, 2, 8))
+      >>> sup_con(z, jnp.array([0, 1, 0, 1])).shape
+      ()
+
+    References:
+      Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020,
+      https://arxiv.org/abs/2004.11362
+    """
+    _check_positive("temperature", temperature)
+    _check_embeddings("z", z, ndim=3)
+    if jnp.shape(labels) != jnp.shape(z)[:1]:
+        raise ValueError(
+            f"labels must have shape ({jnp.shape(z)[0]},) to match z {jnp.shape(z)}, "
+            f"got {jnp.shape(labels)}; pass one label per example."
+        )
+    local_examples, num_views, dim = z.shape
+    z = l2_normalize(z)
+    anchors = z.reshape(local_examples * num_views, dim)
+    candidates = _gather(anchors, axis_name)
+    anchor_labels = jnp.repeat(labels, num_views)
+    candidate_labels = _gather(anchor_labels, axis_name)
+    logits = _similarity(anchors, candidates) / temperature
+    rows = _first_global_row(anchors.shape[0], axis_name) + jnp.arange(anchors.shape[0])
+    is_self = _column_mask(rows, candidates.shape[0])
+    is_positive = (anchor_labels[:, None] == candidate_labels[None, :]) & ~is_self
+    log_normaliser = jax.nn.logsumexp(jnp.where(is_self, -jnp.inf, logits), axis=1)
+    # The unmasked logits keep log_prob finite at the self column, which the
+    # positive mask then zeroes; multiplying a -inf would give NaN.
+    log_prob = logits - log_normaliser[:, None]
+    num_positives = jnp.sum(is_positive, axis=1)
+    has_positive = num_positives > 0
+    anchor_loss = -jnp.sum(jnp.where(is_positive, log_prob, 0.0), axis=1) / jnp.maximum(
+        num_positives, 1
+    )
+    loss_sum = jnp.sum(jnp.where(has_positive, anchor_loss, 0.0))
+    anchor_count = jnp.sum(has_positive).astype(jnp.float32)
+    if axis_name is not None:
+        loss_sum = jax.lax.psum(loss_sum, axis_name)
+        anchor_count = jax.lax.psum(anchor_count, axis_name)
+    return loss_sum / jnp.maximum(anchor_count, 1.0)
+
+
+def _pairwise_importance(similarity, is_negative, alpha_type, temperature, power):
+    """Tian's alpha: per-anchor weights over the negatives, summing to one."""
+    distance = jnp.maximum(1.0 - similarity, 0.0)
+    if alpha_type == "exp":
+        log_weight = -(distance**power) / temperature
+    elif alpha_type == "inverse":
+        log_weight = -power * jnp.log(distance + temperature)
+    else:
+        log_weight = jnp.zeros_like(distance)
+    return jax.nn.softmax(jnp.where(is_negative, log_weight, -jnp.inf), axis=1)
+
+
+def alpha_cl(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    alpha_type: str = "exp",
+    temperature: float = 0.5,
+    power: float = 1.0,
+    axis_name: str | None = None,
+) -> jax.Array:
+    r"""Tian's alpha-CL: contrastive learning as coordinate-wise optimisation.
+
+    The min player alpha assigns each pair (anchor a, negative k) an importance
+    computed with stop-gradient from the current representation; the max player
+    (the encoder) then minimises the alpha-weighted gap between negative and
+    positive similarities:
+
+    .. math::
+        L = \frac{1}{2N} \sum_a \Big( \sum_{k \ne a, p(a)} \alpha_{ak} s_{ak}
+            - s_{a,p(a)} \Big), \qquad \sum_k \alpha_{ak} = 1.
+
+    With unit vectors ``||a - k||^2 = 2 - 2 s``, so this is (a quarter of) the
+    paper's weighted difference of squared distances. Pairwise importance, with
+    ``r = 1 - s`` the cosine distance and normalised over each anchor's negatives:
+
+    * ``'exp'``: ``alpha ∝ exp(-r**power / temperature)``; with ``power=1``
+      these are exactly the softmax weights of InfoNCE at that temperature
+      (so its negative-pair gradient is InfoNCE's times T);
+    * ``'inverse'``: ``alpha ∝ 1 / (r + temperature)**power``;
+    * ``'constant'``: uniform weights: the quadratic loss (see ``quadratic``).
+
+    Every anchor is one of the 2N views, as in ``nt_xent``, and its negatives
+    are the other 2N - 2 views of the global batch.
+
+    Args:
+      z1: (n, d) embeddings of the first views (local shard if ``axis_name``).
+      z2: (n, d) embeddings of the second views.
+      alpha_type: ``'exp'``, ``'inverse'`` or ``'constant'``.
+      temperature: the paper's tau > 0 (reference default 0.5).
+      power: the paper's exponent p > 0 on the distance.
+      axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
+
+    Returns:
+      The scalar loss of the global batch, in [-2, 2].
+
+    Examples:
+      >>> import jax
+      >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 8, 16))
+      >>> alpha_cl(z1, z2, alpha_type="inverse").shape
+      ()
+
+    References:
+      Tian, "Understanding Deep Contrastive Learning via Coordinate-wise
+      Optimization", NeurIPS 2022, https://arxiv.org/abs/2201.12680
+    """
+    if alpha_type not in ALPHA_TYPES:
+        raise ValueError(
+            f"alpha_type={alpha_type!r} is unknown; use one of {', '.join(ALPHA_TYPES)}."
+        )
+    _check_positive("temperature", temperature)
+    _check_positive("power", power)
+    similarity, self_column, positive_column = _two_view_similarities(z1, z2, axis_name)
+    num_columns = similarity.shape[1]
+    if num_columns < 3:
+        raise ValueError(
+            "alpha_cl needs at least 2 examples in the global batch to have negatives, "
+            f"got {num_columns // 2}; pass a larger batch."
+        )
+    is_negative = ~(
+        _column_mask(self_column, num_columns) | _column_mask(positive_column, num_columns)
+    )
+    # alpha is the min player's choice given the current encoder: no gradient.
+    alpha = jax.lax.stop_gradient(
+        _pairwise_importance(similarity, is_negative, alpha_type, temperature, power)
+    )
+    weighted_negative = jnp.sum(jnp.where(is_negative, alpha * similarity, 0.0), axis=1)
+    positive = jnp.take_along_axis(similarity, positive_column[:, None], axis=1)[:, 0]
+    return _global_mean(jnp.mean(weighted_negative - positive), axis_name)
+
+
+def quadratic(z1: jax.Array, z2: jax.Array, *, axis_name: str | None = None) -> jax.Array:
+    r"""Tian's quadratic loss: mean negative minus mean positive cosine similarity.
+
+    The constant-alpha member of the alpha-CL family; the loss is linear in the
+    similarities (quadratic in the representation):
+
+    .. math::
+        L = \frac{1}{2N} \sum_a \Big( \frac{1}{2N-2} \sum_{k \ne a, p(a)} s_{ak}
+            - s_{a,p(a)} \Big)
+
+    Args:
+      z1: (n, d) embeddings of the first views (local shard if ``axis_name``).
+      z2: (n, d) embeddings of the second views.
+      axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
+
+    Returns:
+      The scalar loss of the global batch, in [-2, 2].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> float(quadratic(jnp.eye(2), jnp.eye(2)))
+      -1.0
+
+    References:
+      Tian, NeurIPS 2022, https://arxiv.org/abs/2201.12680
+    """
+    return alpha_cl(z1, z2, alpha_type="constant", axis_name=axis_name)
