@@ -1,0 +1,92 @@
+"""The default training configuration: every key a jaxcl config may set.
+
+Config files in ``configs/`` start from ``default_config()`` and override what
+their recipe changes. The returned ConfigDict is locked, so a misspelt key in a
+config file or on the command line (``--config.temprature=0.5``) fails at once
+instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Returns the defaults shared by all configs (SimCLR on Fashion-MNIST, CPU-sized).
+
+    Returns:
+      A locked ``ml_collections.ConfigDict``.
+    """
+    config = ml_collections.ConfigDict()
+
+    # What to train.
+    config.method = "simclr"
+    config.model = "resnet18_cpu"
+    config.model_options = ml_collections.ConfigDict({"zero_init_residual": False})
+    config.projector = "simclr_v2_projection"
+    config.projection_dim = 128
+    config.projection_hidden_dim = 0  # 0: the head's default (the encoder width)
+    config.predictor_hidden_dim = 4096  # MoCo v3 only
+    config.compute_dtype = "float32"  # bfloat16 on GPU/TPU; params stay float32
+
+    # Data.
+    config.dataset = "fashion_mnist"
+    config.train_split = ""  # "": the dataset's pretraining split
+    config.eval_train_split = "train"
+    config.eval_test_split = "test"
+    config.data_dir = ""  # "": TFDS's default
+    config.dataset_options = ml_collections.ConfigDict()
+    config.image_size = 28
+    config.augmentation = "fashion_mnist"
+    config.augment_options = ml_collections.ConfigDict()
+    config.num_views = 2
+
+    # Schedule and optimizer (SimCLR: LARS, linear scaling, warmup then cosine).
+    config.global_batch_size = 256
+    config.num_epochs = 10.0
+    config.num_steps = 0  # > 0 overrides num_epochs
+    config.optimizer = "lars"
+    config.learning_rate = 0.3
+    config.learning_rate_scaling = "linear"
+    config.warmup_epochs = 1.0
+    config.weight_decay = 1e-6
+    config.momentum = 0.9
+    config.trust_coefficient = 1e-3
+
+    # Method hyper-parameters.
+    config.temperature = 0.1
+    config.queue_size = 4096  # MoCo v2
+    config.momentum_encoder_decay = 0.99  # MoCo m (v2: 0.999 at ImageNet scale)
+    config.align_weight = 1.0
+    config.uniform_weight = 1.0
+    config.align_alpha = 2.0
+    config.uniform_t = 2.0
+    config.alpha_type = "exp"
+    config.alpha_power = 1.0
+    config.probe_weight = 1.0  # online linear probe on stop-gradient features
+
+    # Book-keeping.
+    config.seed = 0
+    config.log_every_steps = 50
+    config.checkpoint_every_steps = 500
+    config.max_checkpoints_to_keep = 2
+    config.nonfinite_loss = "raise"  # or "skip": drop the update of a non-finite step
+    config.progress_bar = True
+
+    # Monitoring kNN during training (0 = off) and evaluation at the end.
+    config.knn_every_steps = 0
+    config.knn_k = 200
+    config.knn_temperature = 0.1
+    config.knn_train_examples = 10000
+    config.eval = ml_collections.ConfigDict()
+    config.eval.run_at_end = True
+    config.eval.linear_epochs = 100
+    config.eval.linear_batch_size = 512
+    config.eval.linear_learning_rate = 0.1
+    config.eval.linear_weight_decay = 0.0
+    config.eval.feature_batch_size = 1024
+    config.eval.max_train_examples = 0  # 0: the whole split
+    config.eval.max_test_examples = 0
+
+    config.lock()
+    return config

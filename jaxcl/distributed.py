@@ -1,0 +1,140 @@
+"""Devices, processes and the data-parallel mesh.
+
+jaxcl runs one program on every device of every process (jax.distributed's
+multi-controller model, the runtime of TPU pods and GPU clusters). The batch is
+split over one mesh axis, ``'data'``, that spans all devices of all processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = [
+    "DATA_AXIS",
+    "data_mesh",
+    "initialize",
+    "is_main_process",
+    "prefetch_to_mesh",
+    "replicate",
+]
+
+DATA_AXIS = "data"
+
+
+def initialize(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    local_device_ids=None,
+) -> None:
+    """Starts ``jax.distributed`` when this is one process of several.
+
+    With explicit arguments they are used as given (CPU clusters, localhost
+    tests, GPU nodes without a scheduler). Without arguments JAX auto-detects
+    TPU pods, SLURM and Open MPI; on a single machine with nothing to detect
+    this does nothing. On CPU the collectives run over gloo.
+
+    Args:
+      coordinator_address: ``host:port`` of process 0.
+      num_processes: total number of processes.
+      process_id: this process's index.
+      local_device_ids: devices of this host this process uses (GPU clusters).
+    """
+    if jax.distributed.is_initialized():
+        return
+    explicit = coordinator_address is not None or num_processes is not None
+    if explicit:
+        if num_processes is not None and num_processes > 1:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address,
+            num_processes=num_processes,
+            process_id=process_id,
+            local_device_ids=local_device_ids,
+        )
+        return
+    try:
+        jax.distributed.initialize()
+    except (ValueError, RuntimeError) as error:
+        # Nothing to auto-detect: a plain single-process run.
+        logging.debug("jax.distributed not started: %s", error)
+
+
+def is_main_process() -> bool:
+    """True on process 0, the one that logs, shows progress and writes summaries."""
+    return jax.process_index() == 0
+
+
+def data_mesh() -> jax.sharding.Mesh:
+    """A one-axis mesh named ``'data'`` over every device of every process."""
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+    """Places every leaf of ``tree`` fully replicated on ``mesh``."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict:
+    """Assembles process-local batches into global arrays sharded over ``'data'``."""
+    sharding = NamedSharding(mesh, P(DATA_AXIS))
+    return {
+        name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        for name, value in local_batch.items()
+    }
+
+
+def prefetch_to_mesh(
+    iterator: Iterator[dict], mesh: jax.sharding.Mesh, *, size: int = 2, keys=None
+) -> Iterator[dict]:
+    """Moves batches onto the mesh in a background thread, ``size`` ahead.
+
+    The host pipeline, the transfer and the train step then overlap, so a step
+    never waits for input unless the pipeline is slower than the step.
+
+    Args:
+      iterator: host batches (dicts of NumPy arrays, process-local).
+      mesh: the data mesh.
+      size: how many batches to keep in flight.
+      keys: the entries to transfer (default: all).
+
+    Yields:
+      Dicts of global ``jax.Array`` sharded over ``'data'``.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    sentinel = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for batch in iterator:
+                if stop.is_set():
+                    return
+                if keys is not None:
+                    batch = {k: batch[k] for k in keys}
+                buffer.put(global_batch(batch, mesh))
+        except BaseException as error:  # re-raised in the consumer
+            buffer.put(error)
+            return
+        buffer.put(sentinel)
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch_to_mesh")
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is sentinel:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()

@@ -1,0 +1,43 @@
+"""Using a trained encoder downstream: ``jaxcl.load_encoder(workdir)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+
+__all__ = ["load_encoder"]
+
+
+def load_encoder(workdir: str, *, step: int | None = None) -> Callable[[jax.Array], jax.Array]:
+    """Returns a function from images to frozen encoder features of a training run.
+
+    Rebuilds the network from ``workdir/config.json`` and restores the encoder's
+    parameters and BatchNorm statistics from the newest checkpoint (or ``step``).
+    The function runs in evaluation mode (running BatchNorm statistics), takes
+    float images in [0, 1] shaped (N, H, W, C) like the training inputs, and
+    returns float32 (N, num_features) features. It is jitted; any batch size works.
+
+    Args:
+      workdir: the ``--workdir`` of a ``jaxcl.main`` run.
+      step: a checkpoint step; None for the newest.
+
+    Returns:
+      ``encode(images) -> features``.
+
+    Examples:
+      >>> encode = jaxcl.load_encoder("runs/simclr_fashion_mnist")  # doctest: +SKIP
+      >>> encode(images).shape  # doctest: +SKIP
+      (16, 128)
+    """
+    from jaxcl.checkpoint import Checkpointer
+    from jaxcl.train import Trainer, load_config
+
+    config = load_config(workdir)
+    trainer = Trainer(config)
+    checkpointer = Checkpointer(workdir)
+    _, state = checkpointer.restore(trainer.abstract_state(), step=step)
+    checkpointer.close()
+    if state is None:
+        raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first.")
+    return trainer.encoder_fn(state)

@@ -1,0 +1,71 @@
+"""Command line: ``python -m jaxcl.main --config=configs/<name>.py --workdir=DIR``.
+
+Flags only; the work is ``jaxcl.train.train_and_evaluate``. Any config key can
+be overridden, e.g. ``--config.global_batch_size=512 --config.num_epochs=5``.
+Multi-process runs start ``jax.distributed`` from the flags below or, without
+them, by auto-detection (TPU pods, SLURM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+
+def _define_flags():
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Training config file, e.g. configs/simclr_fashion_mnist.py[:smoke].",
+        lock_config=True,
+    )
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+    flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+    flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+    flags.DEFINE_integer("process_id", None, "Index of this process (multi-process).")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    FLAGS = flags.FLAGS
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from jaxcl import distributed
+
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from jaxcl.train import train_and_evaluate
+
+    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if distributed.is_main_process():
+        logging.info("final results: %s", results)
+        shown = {k: v for k, v in results.items() if k in _SHOWN}
+        print(json.dumps(shown, indent=2, sort_keys=True))
+        if "linear_top1" in results:
+            print(f"linear evaluation top-1: {100 * results['linear_top1']:.2f}%")
+
+
+_SHOWN = (
+    "loss",
+    "probe_top1",
+    "images_per_sec",
+    "step_time",
+    "linear_top1",
+    "knn_top1",
+    "alignment",
+    "uniformity",
+    "step",
+)
+
+
+def run():
+    """Console-script entry point ``jaxcl-train``."""
+    _define_flags()
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    run()

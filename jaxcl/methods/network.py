@@ -1,0 +1,115 @@
+"""The network a contrastive method trains: encoder, heads and the online probe.
+
+One NNX module so that a single ``functional.split`` gives one params tree and one
+BatchNorm-statistics tree for everything the optimizer updates. Its top-level
+keys are the parts (``encoder``, ``projector``, ``predictor``, ``probe``), which
+lets the momentum encoder reuse the ``encoder`` and ``projector`` subtrees.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcl import models
+
+
+class ContrastiveNetwork(nnx.Module):
+    """Encoder, projection head and optional predictor and linear probe.
+
+    Calling it returns a dict with ``features`` (encoder output), ``projections``,
+    and, when present, ``predictions`` (MoCo v3 predictor on the projections) and
+    ``probe_logits``: the online linear probe of SimCLR, trained jointly on
+    features with their gradient stopped, so it monitors the representation
+    without shaping it.
+    """
+
+    def __init__(
+        self,
+        encoder: nnx.Module,
+        projector: nnx.Module,
+        predictor: nnx.Module | None = None,
+        probe: nnx.Module | None = None,
+    ):
+        """Wraps already-built modules.
+
+        Args:
+          encoder: a module mapping NHWC images to (batch, features).
+          projector: the projection head on the features.
+          predictor: optional prediction head on the projections (MoCo v3).
+          probe: optional linear classifier on stop-gradient features.
+        """
+        self.encoder = encoder
+        self.projector = projector
+        self.predictor = predictor
+        self.probe = probe
+
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+        features = self.encoder(images)
+        outputs = {"features": features, "projections": self.projector(features)}
+        if self.predictor is not None:
+            outputs["predictions"] = self.predictor(outputs["projections"])
+        if self.probe is not None:
+            outputs["probe_logits"] = self.probe(jax.lax.stop_gradient(features))
+        return {name: value.astype(jnp.float32) for name, value in outputs.items()}
+
+
+def build_network(config, *, num_classes: int, in_channels: int, bn_axis_name, rngs, online=True):
+    """Builds the network named by a training config.
+
+    Args:
+      config: the ConfigDict (keys ``model``, ``model_options``, ``projector``,
+        ``projection_dim``, ``projection_hidden_dim``, ``predictor_hidden_dim``,
+        ``compute_dtype``, and ``method`` to decide on the predictor).
+      num_classes: classes of the online probe.
+      in_channels: channels of the input images.
+      bn_axis_name: the mesh axis for global BatchNorm (None for one device).
+      rngs: NNX random generators for initialisation.
+      online: True for the trained network (predictor and probe included); False
+        for the momentum encoder (encoder and projector only).
+
+    Returns:
+      A ``ContrastiveNetwork``.
+    """
+    dtype = jnp.dtype(config.compute_dtype)
+    encoder = models.create(
+        config.model,
+        in_channels=in_channels,
+        bn_axis_name=bn_axis_name,
+        dtype=dtype,
+        rngs=rngs,
+        **dict(config.model_options),
+    )
+    # 0 keeps the head's own default hidden width (e.g. the encoder's width).
+    hidden = {}
+    if config.projection_hidden_dim:
+        hidden["hidden_features"] = config.projection_hidden_dim
+    projector = models.create(
+        config.projector,
+        in_features=encoder.num_features,
+        out_features=config.projection_dim,
+        bn_axis_name=bn_axis_name,
+        dtype=dtype,
+        rngs=rngs,
+        **hidden,
+    )
+    predictor = probe = None
+    if online and config.method == "mocov3":
+        predictor = models.create(
+            "mocov3_predictor",
+            in_features=config.projection_dim,
+            hidden_features=config.predictor_hidden_dim,
+            out_features=config.projection_dim,
+            bn_axis_name=bn_axis_name,
+            dtype=dtype,
+            rngs=rngs,
+        )
+    if online:
+        probe = models.create(
+            "linear_classifier",
+            in_features=encoder.num_features,
+            num_classes=num_classes,
+            rngs=rngs,
+        )
+    return ContrastiveNetwork(encoder, projector, predictor, probe)

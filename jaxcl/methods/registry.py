@@ -1,0 +1,18 @@
+"""Methods by name."""
+
+from jaxcl.methods.align_uniform import ALIGN_UNIFORM
+from jaxcl.methods.alpha_cl import ALPHA_CL, QUADRATIC
+from jaxcl.methods.base import Method
+from jaxcl.methods.moco import MOCOV2, MOCOV3
+from jaxcl.methods.simclr import SIMCLR
+from jaxcl.methods.supcon import SUPCON
+
+_METHODS = {m.name: m for m in (SIMCLR, MOCOV2, MOCOV3, ALIGN_UNIFORM, SUPCON, ALPHA_CL, QUADRATIC)}
+METHOD_NAMES = tuple(_METHODS)
+
+
+def get_method(name: str) -> Method:
+    """Returns the method called ``name`` (one of ``METHOD_NAMES``)."""
+    if name not in _METHODS:
+        raise ValueError(f"method={name!r} is unknown; use one of {', '.join(METHOD_NAMES)}.")
+    return _METHODS[name]
