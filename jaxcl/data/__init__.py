@@ -1,0 +1,54 @@
+"""Datasets, augmentations and the tf.data input pipeline of jaxcl.
+
+Public API (TensorFlow is imported, with every accelerator hidden from it, on first
+use of any of these names, not when ``jaxcl.data`` is imported):
+
+- `make_train_iterator(dataset, *, split, preset, global_batch_size, image_size,
+  num_views=2, seed=0, start_step=0, process_index=None, process_count=None,
+  data_dir=None, dataset_options=None, augment_options=None)`: infinite,
+  deterministic, resumable multi-view batches for this process.
+- `make_eval_iterator(dataset, *, split, image_size, global_batch_size, ...)` and
+  `make_eval_arrays(dataset, *, split, image_size, ...)`: unaugmented data.
+- `steps_per_epoch(dataset, split, global_batch_size)`, `dataset_info(dataset)`.
+- `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations.
+- `DATASET_NAMES`, `PRESET_NAMES`.
+
+Example:
+  >>> from jaxcl import data
+  >>> it = data.make_train_iterator("fashion_mnist", preset="fashion_mnist",
+  ...                               global_batch_size=256)
+  >>> batch = next(it)  # views (256, 2, 28, 28, 1), label (256,), index (256,)
+"""
+
+import importlib
+
+_EXPORTS = {
+    "make_train_iterator": "pipeline",
+    "make_eval_iterator": "pipeline",
+    "make_eval_arrays": "pipeline",
+    "steps_per_epoch": "pipeline",
+    "epoch_permutation": "pipeline",
+    "DataIterator": "pipeline",
+    "dataset_info": "datasets",
+    "DatasetInfo": "datasets",
+    "DATASET_NAMES": "datasets",
+    "clear_cache": "datasets",
+    "get_preset": "augment",
+    "AugmentConfig": "augment",
+    "PRESET_NAMES": "augment",
+    "FashionMnistDebian": "fashion_mnist_debian",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"jaxcl.data.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'jaxcl.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,39 @@
+"""TensorFlow import that keeps TensorFlow off every accelerator.
+
+The input pipeline runs on the host CPU. JAX owns the GPUs and TPUs, so the first
+thing the data package does is hide them from TensorFlow; otherwise TensorFlow
+would reserve most of the GPU memory for itself.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf
+
+_HIDDEN = False
+
+
+def hide_accelerators_from_tensorflow():
+    """Makes TensorFlow see no GPU or TPU (idempotent; a no-op once TF has started them).
+
+    Returns:
+      True if the accelerators are hidden (or there were none), False if TensorFlow had
+      already initialised its devices before this call and could not be changed.
+    """
+    global _HIDDEN
+    if _HIDDEN:
+        return True
+    try:
+        for kind in ("GPU", "TPU"):
+            if tf.config.list_physical_devices(kind):
+                tf.config.set_visible_devices([], kind)
+        _HIDDEN = True
+    except RuntimeError:  # Devices were already initialised by someone else.
+        _HIDDEN = not tf.config.get_visible_devices("GPU")
+    return _HIDDEN
+
+
+hide_accelerators_from_tensorflow()
+
+__all__ = ["hide_accelerators_from_tensorflow", "tf"]

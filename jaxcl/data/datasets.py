@@ -1,0 +1,459 @@
+"""Datasets by name and the sources the pipeline reads them from.
+
+Names (see `DATASET_NAMES`):
+
+- ``fashion_mnist``: the embedded default. Prepared offline from the Debian
+  ``dataset-fashion-mnist`` IDX files by the ``fashion_mnist_debian`` TFDS builder
+  (`jaxcl.data.fashion_mnist_debian`); without them, TFDS's ``fashion_mnist`` is
+  downloaded; failing both, a one-line error names ``apt-get install
+  dataset-fashion-mnist``.
+- ``cifar10``, ``cifar100``: TFDS, downloaded on first use.
+- ``stl10``: TFDS; pretrain on 'unlabelled' (or 'unlabelled+train'), evaluate on
+  'train' / 'test'. Unlabelled examples have label -1.
+- ``imagenet2012``: TFDS with the manual download (pass the tar files' directory as
+  ``dataset_options={'manual_dir': ...}`` the first time).
+- ``synthetic``: images generated on the fly, deterministically, from
+  ``dataset_options`` (``image_shape``, ``num_classes``, ``num_examples``); no disk.
+
+Two kinds of source serve the pipeline:
+
+- Random-access sources (`ArraySource` for datasets that fit in memory, i.e. all but
+  ImageNet; `SyntheticSource`) map an example index to an image, so the pipeline
+  shuffles indices, shards them across processes and resumes at any step exactly.
+- `StreamingSource` (ImageNet, or any TFDS dataset with ``in_memory=False``) reads
+  TFDS files in a seeded order.
+
+Data directory: ``data_dir`` arguments default to TFDS's (``$TFDS_DATA_DIR`` or
+``~/tensorflow_datasets``); Fashion-MNIST is written to
+``<data_dir>/fashion_mnist_debian/1.0.0``.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import threading
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxcl.data import fashion_mnist_debian
+from jaxcl.data._tf import tf
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a named dataset.
+
+    Attributes:
+      name: the jaxcl name.
+      num_examples: examples per split, from the TFDS catalog (for ``synthetic``,
+        from its options). Splits can be combined with '+', e.g. 'unlabelled+train'.
+      image_shape: (H, W, C) of the stored images; (None, None, 3) for ImageNet,
+        whose images vary in size.
+      num_classes: number of classes.
+      pretrain_split: the split self-supervised pretraining uses by default.
+      eval_splits: (train, test) splits for linear evaluation and kNN.
+      default_image_size: the side the references train at.
+      eval_crop_fraction: the center crop of evaluation (SimCLR: 0.875 on ImageNet,
+        none on small images).
+    """
+
+    name: str
+    num_examples: dict
+    image_shape: tuple
+    num_classes: int
+    pretrain_split: str
+    eval_splits: tuple[str, str]
+    default_image_size: int
+    eval_crop_fraction: float = 1.0
+
+
+SYNTHETIC_DEFAULTS = {
+    "image_shape": (32, 32, 3),
+    "num_classes": 10,
+    "num_examples": {"train": 10_000, "test": 2_000},
+}
+
+_CATALOG = {
+    "fashion_mnist": DatasetInfo(
+        "fashion_mnist", {"train": 60_000, "test": 10_000}, (28, 28, 1), 10,
+        "train", ("train", "test"), 28,
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10", {"train": 50_000, "test": 10_000}, (32, 32, 3), 10,
+        "train", ("train", "test"), 32,
+    ),
+    "cifar100": DatasetInfo(
+        "cifar100", {"train": 50_000, "test": 10_000}, (32, 32, 3), 100,
+        "train", ("train", "test"), 32,
+    ),
+    "stl10": DatasetInfo(
+        "stl10", {"train": 5_000, "test": 8_000, "unlabelled": 100_000}, (96, 96, 3), 10,
+        "unlabelled", ("train", "test"), 96,
+    ),
+    "imagenet2012": DatasetInfo(
+        "imagenet2012", {"train": 1_281_167, "validation": 50_000}, (None, None, 3), 1000,
+        "train", ("train", "validation"), 224, eval_crop_fraction=0.875,
+    ),
+    "synthetic": None,  # Built from dataset_options by `dataset_info`.
+}  # fmt: skip
+DATASET_NAMES = tuple(_CATALOG)
+
+# TFDS names of the datasets that are read through TFDS.
+_TFDS_NAMES = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "stl10": "stl10",
+    "imagenet2012": "imagenet2012",
+}
+_STREAMING_BY_DEFAULT = {"imagenet2012"}
+
+_OPTIONS = {
+    "synthetic": {"image_shape", "num_classes", "num_examples", "seed"},
+    "fashion_mnist": {"source_dir", "in_memory", "shuffle_buffer"},
+    "cifar10": {"in_memory", "shuffle_buffer"},
+    "cifar100": {"in_memory", "shuffle_buffer"},
+    "stl10": {"in_memory", "shuffle_buffer"},
+    "imagenet2012": {"manual_dir", "in_memory", "shuffle_buffer"},
+}
+
+
+def check_dataset_name(name):
+    """Raises a one-line ValueError unless ``name`` is one of `DATASET_NAMES`."""
+    if name not in _CATALOG:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+
+
+def _check_options(name, options):
+    options = dict(options or {})
+    unknown = sorted(set(options) - _OPTIONS[name])
+    if unknown:
+        raise ValueError(
+            f"unknown dataset_options {unknown} for {name!r}; valid: {sorted(_OPTIONS[name])}"
+        )
+    return options
+
+
+def _synthetic_num_examples(options):
+    num_examples = options.get("num_examples", SYNTHETIC_DEFAULTS["num_examples"])
+    if isinstance(num_examples, int):
+        return {"train": num_examples, "test": num_examples}
+    return dict(num_examples)
+
+
+def dataset_info(dataset, dataset_options=None):
+    """Static facts about a dataset: examples per split, image shape, classes.
+
+    Needs no data on disk: counts come from the TFDS catalog (``synthetic``: from
+    ``dataset_options``).
+
+    Args:
+      dataset: one of `DATASET_NAMES`.
+      dataset_options: for ``synthetic``: ``image_shape`` (default (32, 32, 3)),
+        ``num_classes`` (10), ``num_examples`` (an int for every split or a dict per
+        split; default train 10,000, test 2,000).
+
+    Returns:
+      A `DatasetInfo`.
+
+    Raises:
+      ValueError: for an unknown dataset name or option.
+
+    Example:
+      >>> dataset_info("fashion_mnist").num_examples["train"]
+      60000
+    """
+    check_dataset_name(dataset)
+    options = _check_options(dataset, dataset_options)
+    if dataset != "synthetic":
+        return _CATALOG[dataset]
+    shape = tuple(int(x) for x in options.get("image_shape", SYNTHETIC_DEFAULTS["image_shape"]))
+    if len(shape) != 3:
+        raise ValueError(f"synthetic image_shape must be (H, W, C), got {shape}")
+    return DatasetInfo(
+        "synthetic",
+        _synthetic_num_examples(options),
+        shape,
+        int(options.get("num_classes", SYNTHETIC_DEFAULTS["num_classes"])),
+        "train",
+        ("train", "test"),
+        shape[0],
+    )
+
+
+def split_num_examples(info, split):
+    """Examples in ``split`` per the catalog, summing '+'-joined splits."""
+    check_split(info, split)
+    parts = [part.strip() for part in split.split("+")]
+    if any("[" in part for part in parts):
+        raise ValueError(f"cannot count the sliced split {split!r} of {info.name!r} statically")
+    return sum(info.num_examples[part] for part in parts)
+
+
+def check_split(info, split):
+    """Raises a one-line ValueError unless every split named in ``split`` exists.
+
+    Accepts TFDS split expressions: '+' joins and slices such as 'train[:10%]'
+    (only the names are checked here; TFDS checks the slices).
+    """
+    for part in split.split("+"):
+        name = part.split("[")[0].strip()
+        if name not in info.num_examples:
+            raise ValueError(
+                f"unknown split {name!r} of {info.name!r}; valid: {', '.join(info.num_examples)}"
+            )
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class ArraySource:
+    """A split held in host memory: uint8 images (N, H, W, C), int32 labels (N,).
+
+    Index i is the i-th example in TFDS's stored order of the split.
+    """
+
+    random_access = True
+
+    def __init__(self, name, split, images, labels, info):
+        self.name, self.split, self.info = name, split, info
+        self.images_np, self.labels_np = images, labels
+        self.num_examples = len(labels)
+        self.image_shape = tuple(images.shape[1:])
+        # Captured by reference in the tf.data functions: no copy, no 2 GB limit.
+        with tf.device("/cpu:0"):
+            self._images = tf.constant(images)
+            self._labels = tf.constant(labels)
+
+    def get(self, index):
+        """Returns (uint8 image (H, W, C), int32 label) of an int64 index tensor."""
+        return tf.gather(self._images, index), tf.gather(self._labels, index)
+
+
+class SyntheticSource:
+    """Deterministic random images, generated when read.
+
+    Each class has a smooth random pattern (8x8 noise resized to the image size);
+    an image is its class's pattern plus per-example uniform noise, so a model can
+    learn the labels. Example i of a split has label i % num_classes; its pixels
+    depend only on (options seed, split, i).
+    """
+
+    random_access = True
+
+    def __init__(self, split, info, seed=0):
+        self.name, self.split, self.info = "synthetic", split, info
+        self.num_examples = split_num_examples(info, split)
+        self.image_shape = info.image_shape
+        self._num_classes = info.num_classes
+        split_id = int.from_bytes(split.encode()[:7].ljust(7, b"\0"), "little")
+        self._key = tf.constant([int(seed), split_id], tf.int64)
+        self._class_key = tf.constant([int(seed), -1], tf.int64)
+
+    def get(self, index):
+        """Returns (uint8 image (H, W, C), int32 label) of an int64 index tensor."""
+        height, width, channels = self.image_shape
+        label = tf.cast(index % self._num_classes, tf.int32)
+        class_seed = tf.random.experimental.stateless_fold_in(self._class_key, label)
+        pattern = tf.random.stateless_uniform([8, 8, channels], seed=class_seed)
+        pattern = tf.image.resize(pattern, [height, width], method="bilinear")
+        noise_seed = tf.random.experimental.stateless_fold_in(self._key, index)
+        noise = tf.random.stateless_uniform([height, width, channels], seed=noise_seed)
+        image = 0.6 * pattern + 0.4 * noise
+        return tf.cast(image * 255.0, tf.uint8), label
+
+
+class StreamingSource:
+    """A TFDS split read from its files (for datasets too large for memory)."""
+
+    random_access = False
+
+    def __init__(self, name, split, builder, info, shuffle_buffer=10_000):
+        self.name, self.split, self.info, self.builder = name, split, info, builder
+        self.shuffle_buffer = shuffle_buffer
+        self.num_examples = int(builder.as_dataset(split=split).cardinality())
+        if self.num_examples < 0:  # Unknown cardinality: use the recorded split sizes.
+            self.num_examples = builder.info.splits[split].num_examples
+        self.image_shape = info.image_shape
+        self._image_feature = builder.info.features["image"]
+        self._encoded = isinstance(self._image_feature, tfds.features.Image)
+
+    def read(self, split, *, shuffle_seed=None):
+        """Dataset of (encoded image or uint8 image, int32 label, int64 index).
+
+        The index is a 62-bit fingerprint of TFDS's ``tfds_id``: stable across runs
+        and process counts, unique in practice.
+
+        Args:
+          split: a TFDS split expression (a process's sub-split).
+          shuffle_seed: None for the stored order; else shuffle files and examples
+            deterministically with this seed.
+        """
+        read_config = tfds.ReadConfig(
+            add_tfds_id=True,
+            shuffle_seed=shuffle_seed,
+            shuffle_reshuffle_each_iteration=False,
+        )
+        decoders = {"image": tfds.decode.SkipDecoding()} if self._encoded else None
+        ds = self.builder.as_dataset(
+            split=split,
+            shuffle_files=shuffle_seed is not None,
+            read_config=read_config,
+            decoders=decoders,
+        )
+        if shuffle_seed is not None:
+            ds = ds.shuffle(self.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+
+        def parse(example):
+            index = tf.strings.to_hash_bucket_fast(example["tfds_id"], 2**62)
+            return example["image"], tf.cast(example["label"], tf.int32), index
+
+        return ds.map(parse)
+
+    def decode(self, image):
+        """Decodes what `read` yields into a uint8 (H, W, C) image."""
+        if self._encoded:
+            return self._image_feature.decode_example(image)
+        return image
+
+
+_CACHE = {}
+_CACHE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _preparation_lock(builder):
+    """Serialises preparation across processes sharing a data_dir (multi-process runs).
+
+    TFDS writes into a temporary directory and renames it; two processes doing that
+    at once for the same dataset would collide, so the first prepares while the
+    others wait and then find the dataset prepared.
+    """
+    root = os.path.dirname(os.path.dirname(os.fspath(builder.data_dir)))
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, f".{builder.name}.jaxcl.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _prepared(make_builder, download_config=None):
+    """Returns ``make_builder()`` after preparing it once (under the lock) if needed."""
+    builder = make_builder()
+    if builder.is_prepared():
+        return builder
+    with _preparation_lock(builder):
+        builder = make_builder()  # Another process may have prepared it meanwhile.
+        if not builder.is_prepared():
+            builder.download_and_prepare(download_config=download_config)
+    return make_builder()
+
+
+def _prepare_builder(name, data_dir, options):
+    """The prepared TFDS builder of a dataset, preparing it if needed."""
+    if name == "fashion_mnist":
+        return _fashion_mnist_builder(data_dir, options)
+    download_config = None
+    if options.get("manual_dir"):
+        download_config = tfds.download.DownloadConfig(manual_dir=options["manual_dir"])
+    try:
+        return _prepared(
+            lambda: tfds.builder(_TFDS_NAMES[name], data_dir=data_dir), download_config
+        )
+    except Exception as error:
+        hint = " (pass dataset_options={'manual_dir': ...})" if name == "imagenet2012" else ""
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise RuntimeError(
+            f"cannot prepare {name!r} in {data_dir or 'the TFDS data_dir'}{hint}: "
+            f"{type(error).__name__}: {message[:200]}"
+        ) from error
+
+
+def _fashion_mnist_builder(data_dir, options):
+    source_dir = options.get("source_dir", fashion_mnist_debian.DEFAULT_SOURCE_DIR)
+    if fashion_mnist_debian.source_files_exist(source_dir):
+        return _prepared(
+            lambda: fashion_mnist_debian.FashionMnistDebian(data_dir=data_dir),
+            tfds.download.DownloadConfig(manual_dir=source_dir),
+        )
+    try:
+        return _prepared(lambda: tfds.builder("fashion_mnist", data_dir=data_dir))
+    except Exception as error:
+        raise RuntimeError(
+            f"Fashion-MNIST unavailable: no IDX files in {source_dir} "
+            f"(run: {fashion_mnist_debian.INSTALL_HINT}) and the TFDS download failed "
+            f"({type(error).__name__})"
+        ) from error
+
+
+def _load_arrays(builder, split, num_classes):
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = ds.map(lambda x: (x["image"], tf.cast(x["label"], tf.int32))).batch(8192)
+    images, labels = [], []
+    for image_batch, label_batch in tfds.as_numpy(ds):
+        images.append(image_batch)
+        labels.append(label_batch)
+    if not labels:
+        raise ValueError(f"split {split!r} of {builder.name} is empty")
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    if images.ndim == 3:
+        images = images[..., None]
+    if labels.max() >= num_classes or labels.min() < -1:
+        raise ValueError(f"{builder.name} {split}: labels outside [-1, {num_classes})")
+    return images, labels
+
+
+def get_source(dataset, split, data_dir=None, dataset_options=None):
+    """The source of a split, loading and caching it on first use.
+
+    Args:
+      dataset: one of `DATASET_NAMES`.
+      split: a split name, or '+'-joined names (TFDS split syntax for TFDS datasets).
+      data_dir: TFDS data directory (None: TFDS's default).
+      dataset_options: per-dataset options, see `dataset_info` and the module doc;
+        ``in_memory`` (bool) chooses between `ArraySource` and `StreamingSource`.
+
+    Returns:
+      An `ArraySource`, `SyntheticSource` or `StreamingSource`.
+    """
+    info = dataset_info(dataset, dataset_options)
+    options = _check_options(dataset, dataset_options)
+    if dataset == "synthetic":
+        return SyntheticSource(split, info, seed=options.get("seed", 0))
+    check_split(info, split)
+    in_memory = options.get("in_memory", dataset not in _STREAMING_BY_DEFAULT)
+    key = (dataset, split, str(data_dir), in_memory, repr(sorted(options.items())))
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            builder = _prepare_builder(dataset, data_dir, options)
+            if in_memory:
+                images, labels = _load_arrays(builder, split, info.num_classes)
+                _CACHE[key] = ArraySource(dataset, split, images, labels, info)
+            else:
+                buffer = options.get("shuffle_buffer", 10_000)
+                _CACHE[key] = StreamingSource(dataset, split, builder, info, buffer)
+        return _CACHE[key]
+
+
+def clear_cache():
+    """Forgets every loaded split (frees host memory; the next use reloads)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+__all__ = [
+    "DATASET_NAMES",
+    "ArraySource",
+    "DatasetInfo",
+    "StreamingSource",
+    "SyntheticSource",
+    "check_dataset_name",
+    "check_split",
+    "clear_cache",
+    "dataset_info",
+    "get_source",
+    "split_num_examples",
+]
