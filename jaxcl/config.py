@@ -27,7 +27,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.projection_dim = 128
     config.projection_hidden_dim = 0  # 0: the head's default (the encoder width)
     config.predictor_hidden_dim = 4096  # MoCo v3 only
-    config.compute_dtype = "float32"  # bfloat16 on GPU/TPU; params stay float32
+    # "auto": float32 on CPU, bfloat16 on GPU/TPU. Params, optimizer state,
+    # BatchNorm statistics and loss logits stay float32 whatever this says.
+    config.compute_dtype = "auto"
 
     # Data.
     config.dataset = "fashion_mnist"
@@ -89,4 +91,56 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval.max_test_examples = 0
 
     config.lock()
+    return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks any config to a few steps of a tiny encoder on synthetic data.
+
+    Keeps the method, optimizer and loss of the recipe, so ``<config>:smoke``
+    exercises the same code path in seconds on a CPU. The image shape follows
+    the recipe's channels (1 for Fashion-MNIST, 3 otherwise) at 16x16.
+
+    Args:
+      config: a full config; modified in place.
+
+    Returns:
+      The same config.
+    """
+    channels = 1 if config.dataset == "fashion_mnist" else 3
+    config.model = "resnet_tiny"
+    config.model_options = {"zero_init_residual": False}
+    config.dataset = "synthetic"
+    config.dataset_options = {
+        "image_shape": (16, 16, channels),
+        "num_classes": 10,
+        "num_examples": {"train": 256, "test": 128},
+    }
+    config.image_size = 16
+    config.train_split = ""
+    config.compute_dtype = "float32"
+    config.global_batch_size = 16
+    config.num_steps = 4
+    config.warmup_epochs = 0.0
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 2
+    config.projection_dim = 16
+    config.projection_hidden_dim = 32
+    config.predictor_hidden_dim = 32
+    config.queue_size = 64
+    config.knn_every_steps = 0
+    config.knn_train_examples = 256
+    config.eval.linear_epochs = 2
+    config.eval.max_train_examples = 256
+    config.eval.max_test_examples = 128
+    config.progress_bar = False
+    return config
+
+
+def finalize(config: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+    """Applies a config file's variant argument: ``''`` (the recipe) or ``'smoke'``."""
+    if arg == "smoke":
+        return smoke(config)
+    if arg:
+        raise ValueError(f"unknown config variant {arg!r}; use no variant or ':smoke'.")
     return config

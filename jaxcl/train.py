@@ -37,7 +37,7 @@ from jaxcl.checkpoint import Checkpointer, abstract_like
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
 from jaxcl.methods.base import monitoring_metrics
-from jaxcl.methods.network import build_network
+from jaxcl.methods.network import build_network, resolve_compute_dtype
 from jaxcl.models import functional
 
 __all__ = ["Trainer", "train_and_evaluate", "validate_config"]
@@ -101,8 +101,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> N
         fail("num_views", "must be >= 2", "contrastive methods need two views of each image")
     if config.nonfinite_loss not in ("raise", "skip"):
         fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
-    if config.compute_dtype not in ("float32", "bfloat16", "float16"):
-        fail("compute_dtype", "is unsupported", "use 'float32' or 'bfloat16'")
+    if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        fail("compute_dtype", "is unsupported", "use 'auto', 'float32' or 'bfloat16'")
     info = data.dataset_info(config.dataset, _options(config.dataset_options))
     native = info.image_shape[0]
     crop_larger = config.dataset != "synthetic" and config.image_size > 8 * native
@@ -156,7 +156,7 @@ class Trainer:
             momentum=config.momentum,
             trust_coefficient=config.trust_coefficient,
         )
-        self.compute_dtype = jnp.dtype(config.compute_dtype)
+        self.compute_dtype = resolve_compute_dtype(config.compute_dtype)
         network = self._build_network(online=True, seed=config.seed)
         self.graphdef, self._initial_params, self._initial_batch_stats = functional.split(network)
         self.momentum_graphdef = None

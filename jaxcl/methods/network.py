@@ -55,6 +55,13 @@ class ContrastiveNetwork(nnx.Module):
         return {name: value.astype(jnp.float32) for name, value in outputs.items()}
 
 
+def resolve_compute_dtype(name: str) -> jnp.dtype:
+    """``'auto'`` is float32 on CPU and bfloat16 on GPU/TPU; other names as given."""
+    if name == "auto":
+        return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
+    return jnp.dtype(name)
+
+
 def build_network(config, *, num_classes: int, in_channels: int, bn_axis_name, rngs, online=True):
     """Builds the network named by a training config.
 
@@ -72,7 +79,7 @@ def build_network(config, *, num_classes: int, in_channels: int, bn_axis_name, r
     Returns:
       A ``ContrastiveNetwork``.
     """
-    dtype = jnp.dtype(config.compute_dtype)
+    dtype = resolve_compute_dtype(config.compute_dtype)
     encoder = models.create(
         config.model,
         in_channels=in_channels,
