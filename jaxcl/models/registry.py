@@ -1,0 +1,70 @@
+"""Model registry: build any encoder or head by name, e.g. from a config string.
+
+Example:
+  >>> from flax import nnx
+  >>> from jaxcl import models
+  >>> encoder = models.create("resnet18_cpu", in_channels=1, rngs=nnx.Rngs(0))
+  >>> head = models.create("simclr_v2_projection", in_features=encoder.num_features,
+  ...                      rngs=nnx.Rngs(1))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flax import nnx
+
+from jaxcl.models import heads, resnet
+
+_REGISTRY: dict[str, Callable[..., nnx.Module]] = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+    "resnet152": resnet.resnet152,
+    "resnet18_cpu": resnet.resnet18_cpu,
+    "resnet_tiny": resnet.resnet_tiny,
+    "simclr_v1_projection": heads.SimCLRv1Projection,
+    # MoCo v2's MLP head is the SimCLR v1 head (Linear-ReLU-Linear with biases).
+    "mocov2_projection": heads.SimCLRv1Projection,
+    "simclr_v2_projection": heads.SimCLRv2Projection,
+    "mocov3_projector": heads.MoCoV3Projector,
+    "mocov3_predictor": heads.MoCoV3Predictor,
+    "linear_classifier": heads.LinearClassifier,
+}
+
+
+def available() -> list[str]:
+    """Returns the names `create` accepts, sorted.
+
+    Returns:
+      A list of model names such as 'resnet50' or 'simclr_v2_projection'.
+    """
+    return sorted(_REGISTRY)
+
+
+def create(name: str, *, rngs: nnx.Rngs, **options) -> nnx.Module:
+    """Creates a registered model.
+
+    Args:
+      name: one of `available()`: encoders 'resnet18', 'resnet34', 'resnet50',
+        'resnet101', 'resnet152', 'resnet18_cpu' (small stem, width 0.25),
+        'resnet_tiny' (for tests); heads 'simclr_v1_projection',
+        'mocov2_projection' (same class), 'simclr_v2_projection', 'mocov3_projector',
+        'mocov3_predictor', 'linear_classifier'.
+      rngs: random number generators for parameter initialization.
+      **options: keyword arguments of the model's constructor. Encoders: stem,
+        in_channels, width_multiplier, zero_init_residual, bn_axis_name, dtype (see
+        `jaxcl.models.ResNet`). Heads: in_features (required except for the
+        predictor), hidden_features, out_features or num_classes, bn_axis_name,
+        dtype.
+
+    Returns:
+      The model, with BatchNorm layers in training mode.
+
+    Raises:
+      ValueError: if `name` is not registered.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available())}")
+    return _REGISTRY[name](rngs=rngs, **options)
