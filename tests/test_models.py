@@ -539,6 +539,7 @@ def test_registry():
         "resnet101",
         "resnet152",
         "resnet18_cpu",
+        "resnet10_cpu",
         "resnet_tiny",
         "simclr_v1_projection",
         "simclr_v2_projection",

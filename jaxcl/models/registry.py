@@ -23,6 +23,7 @@ _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
     "resnet101": resnet.resnet101,
     "resnet152": resnet.resnet152,
     "resnet18_cpu": resnet.resnet18_cpu,
+    "resnet10_cpu": resnet.resnet10_cpu,
     "resnet_tiny": resnet.resnet_tiny,
     "simclr_v1_projection": heads.SimCLRv1Projection,
     # MoCo v2's MLP head is the SimCLR v1 head (Linear-ReLU-Linear with biases).
@@ -49,6 +50,7 @@ def create(name: str, *, rngs: nnx.Rngs, **options) -> nnx.Module:
     Args:
       name: one of `available()`: encoders 'resnet18', 'resnet34', 'resnet50',
         'resnet101', 'resnet152', 'resnet18_cpu' (small stem, width 0.25),
+        'resnet10_cpu' (one block per stage, small stem, width 0.25),
         'resnet_tiny' (for tests); heads 'simclr_v1_projection',
         'mocov2_projection' (same class), 'simclr_v2_projection', 'mocov3_projector',
         'mocov3_predictor', 'linear_classifier'.
