@@ -89,6 +89,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval.feature_batch_size = 1024
     config.eval.max_train_examples = 0  # 0: the whole split
     config.eval.max_test_examples = 0
+    config.eval.baselines = False  # also evaluate raw pixels and the random encoder
 
     config.lock()
     return config

@@ -14,13 +14,14 @@ import time
 
 from absl import app, flags, logging
 
-__all__ = ["evaluate_state", "evaluate_workdir"]
+__all__ = ["eval_arrays", "evaluate_state", "evaluate_workdir"]
 
 
-def _eval_arrays(config, split, max_examples):
+def eval_arrays(config, split, max_examples):
+    """Un-augmented images and labels of ``split`` (at most ``max_examples``; 0 = all)."""
     from jaxcl import data
 
-    return data.make_eval_arrays(
+    return data.makeeval_arrays(
         config.dataset,
         split=split,
         image_size=config.image_size,
@@ -71,10 +72,10 @@ def evaluate_state(trainer, state, workdir: str | None = None) -> dict:
     started = time.perf_counter()
     encode = trainer.encoder_fn(state)
     batch = config.eval.feature_batch_size
-    train_images, train_labels = _eval_arrays(
+    train_images, train_labels = eval_arrays(
         config, config.eval_train_split, config.eval.max_train_examples
     )
-    test_images, test_labels = _eval_arrays(
+    test_images, test_labels = eval_arrays(
         config, config.eval_test_split, config.eval.max_test_examples
     )
     train_features = evaluate.extract_features(encode, train_images, batch_size=batch)
@@ -107,6 +108,15 @@ def evaluate_state(trainer, state, workdir: str | None = None) -> dict:
             evaluate.extract_features(encode, views[:, 1], batch_size=batch),
         )
     )
+    if config.eval.baselines:
+        from jaxcl import baselines
+
+        results["baseline_raw_pixels_top1"] = baselines.raw_pixels_linear_top1(
+            config, trainer.num_classes
+        )
+        results["baseline_random_encoder_top1"] = baselines.random_encoder_linear_top1(trainer)
+    if workdir is not None and jax.process_index() == 0:
+        _write_plots(config, workdir, test_features, test_labels, results)
     results.update(
         step=int(state["step"]),
         train_examples=len(train_images),
@@ -118,6 +128,45 @@ def evaluate_state(trainer, state, workdir: str | None = None) -> dict:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2, sort_keys=True)
     return results
+
+
+def _write_plots(config, workdir, test_features, test_labels, results):
+    from jaxcl import plots
+    from jaxcl.metrics import read_metrics
+
+    directory = plots.plots_directory(workdir)
+    name = f"{config.method} / {config.model} / {config.dataset}"
+    records = read_metrics(workdir)
+    if records:
+        plots.plot_training_curves(records, f"{directory}/training_curves.png", title=name)
+    plots.plot_embedding(
+        test_features,
+        test_labels,
+        f"{directory}/embedding_pca.png",
+        class_names=_class_names(config),
+        title=f"{name}: test features, linear top-1 {100 * results['linear_top1']:.2f}%",
+    )
+    plots.plot_augmentations(config, f"{directory}/augmentations.png")
+
+
+_CLASS_NAMES = {
+    "fashion_mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+}
+
+
+def _class_names(config):
+    return _CLASS_NAMES.get(config.dataset)
 
 
 def evaluate_workdir(workdir: str) -> dict:

@@ -18,6 +18,7 @@ __all__ = [
     "OPTIMIZERS",
     "create_optimizer",
     "decay_mask",
+    "trust_ratio_mask",
     "learning_rate_schedule",
     "scaled_learning_rate",
 ]
@@ -83,6 +84,19 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def trust_ratio_mask(params):
+    """``decay_mask`` without the online probe (top-level key ``'probe'``).
+
+    The probe is a linear classifier on stop-gradient features that starts near
+    zero; LARS would scale its step by ``eta * ||w|| / ||g||`` (about 1e-3 of
+    its tiny norm), so it would hardly move. It takes plain momentum SGD steps.
+    """
+    mask = decay_mask(params)
+    if isinstance(mask, dict) and "probe" in mask:
+        mask = {**mask, "probe": jax.tree.map(lambda _: False, mask["probe"])}
+    return mask
+
+
 def create_optimizer(
     name: str,
     learning_rate: optax.ScalarOrSchedule,
@@ -94,8 +108,9 @@ def create_optimizer(
 ) -> optax.GradientTransformation:
     """An optax optimizer by name, with biases and BatchNorm excluded from decay.
 
-    * ``'lars'``: ``optax.lars`` with ``weight_decay_mask`` and ``trust_ratio_mask``
-      both set to ``decay_mask``; its update is SimCLR's: ``g += wd * w``,
+    * ``'lars'``: ``optax.lars`` with ``weight_decay_mask=decay_mask`` and
+      ``trust_ratio_mask=trust_ratio_mask`` (the online probe, if any, is also
+      left out of the trust ratio); its update is SimCLR's: ``g += wd * w``,
       trust ratio ``eta ||w|| / ||g||`` (1 if either norm is 0), then
       ``v = m v + lr * trust * g`` and ``w -= v`` (the rate sits inside the
       momentum buffer).
@@ -124,7 +139,7 @@ def create_optimizer(
             weight_decay=weight_decay,
             weight_decay_mask=decay_mask,
             trust_coefficient=trust_coefficient,
-            trust_ratio_mask=decay_mask,
+            trust_ratio_mask=trust_ratio_mask,
             momentum=momentum,
             nesterov=nesterov,
         )

@@ -65,6 +65,14 @@ def test_decay_mask_excludes_vectors():
     assert mask == {"conv": True, "bias": False}
 
 
+def test_trust_ratio_mask_leaves_the_probe_to_plain_momentum():
+    params = {"encoder": {"conv": jnp.ones((3, 3, 1, 2))}, "probe": {"kernel": jnp.ones((4, 2))}}
+    assert optim.trust_ratio_mask(params) == {
+        "encoder": {"conv": True},
+        "probe": {"kernel": False},
+    }
+
+
 @pytest.mark.parametrize(
     ("scaling", "expected"), [("linear", 0.3 * 4096 / 256), ("sqrt", 0.075 * 64.0), ("none", 0.3)]
 )

@@ -1,0 +1,1 @@
+"""Runnable experiments built on the training loop (``python -m jaxcl.experiments.<name>``)."""
