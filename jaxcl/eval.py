@@ -21,7 +21,7 @@ def eval_arrays(config, split, max_examples):
     """Un-augmented images and labels of ``split`` (at most ``max_examples``; 0 = all)."""
     from jaxcl import data
 
-    return data.makeeval_arrays(
+    return data.make_eval_arrays(
         config.dataset,
         split=split,
         image_size=config.image_size,
