@@ -166,6 +166,8 @@ def test_metrics_and_load_encoder(tmp_path):
     assert 0.0 <= results["linear_top1"] <= 1.0
     assert os.path.exists(os.path.join(workdir, "results.json"))
     assert glob.glob(os.path.join(workdir, "tensorboard", "events.*"))
+    for plot in ("training_curves", "embedding_pca", "augmentations"):
+        assert os.path.getsize(os.path.join(workdir, "plots", f"{plot}.png")) > 1000, plot
     encode = load_encoder(workdir)
     features = encode(jnp.zeros((3, 16, 16, 1)))
     assert features.shape == (3, 16) and features.dtype == jnp.float32
