@@ -16,7 +16,7 @@ from jaxcl.config import default_config, finalize
 def get_config(arg: str = ""):
     config = default_config()
     config.method = "simclr"
-    config.model = "resnet18_cpu"
+    config.model = "resnet10_cpu"
     config.projector = "simclr_v2_projection"
     config.dataset = "fashion_mnist"
     config.image_size = 28
@@ -30,4 +30,5 @@ def get_config(arg: str = ""):
     config.temperature = 0.2
     config.log_every_steps = 20
     config.eval.linear_epochs = 30
+    config.eval.baselines = True  # raw-pixel and random-encoder linear probes
     return finalize(config, arg)
