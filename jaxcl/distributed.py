@@ -50,10 +50,13 @@ def initialize(
     """
     if jax.distributed.is_initialized():
         return
+    # Cross-process collectives on CPU go over gloo (JAX's CPU client reads this
+    # when the backend starts, so it must be set before any JAX computation). It
+    # applies only once jax.distributed is up; GPU and TPU use their own.
+    if jax.config.jax_cpu_collectives_implementation is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     explicit = coordinator_address is not None or num_processes is not None
     if explicit:
-        if num_processes is not None and num_processes > 1:
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(
             coordinator_address=coordinator_address,
             num_processes=num_processes,
@@ -63,8 +66,11 @@ def initialize(
         return
     try:
         jax.distributed.initialize()
-    except (ValueError, RuntimeError) as error:
-        # Nothing to auto-detect: a plain single-process run.
+    except ValueError as error:
+        # Nothing to auto-detect ("coordinator_address should be defined"): a
+        # plain single-process run. Other failures (a detected cluster whose
+        # coordinator cannot be reached) propagate: swallowing them would let
+        # every process train alone into the same workdir.
         logging.debug("jax.distributed not started: %s", error)
 
 

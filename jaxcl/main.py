@@ -37,6 +37,9 @@ def _main(argv):
     from jaxcl import distributed
 
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    if not distributed.is_main_process():
+        # Process 0 speaks for the run; the others (and orbax in them) only warn.
+        logging.set_verbosity(logging.WARNING)
     from jaxcl.train import train_and_evaluate
 
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
