@@ -65,7 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.uniform_t = 2.0
     config.alpha_type = "exp"
     config.alpha_power = 1.0
-    config.probe_weight = 1.0  # online linear probe on stop-gradient features
+    # The online linear probe (on stop-gradient features) takes plain momentum
+    # steps of the shared schedule; this weight is its learning-rate factor:
+    # 0.1 of a LARS-scale rate of ~1, like solo-learn's classifier rate of 0.1.
+    config.probe_weight = 0.1
 
     # Book-keeping.
     config.seed = 0
