@@ -81,3 +81,29 @@ def random_encoder_linear_top1(trainer) -> float:
         evaluate.extract_features(encode, test_images, batch_size=batch),
         test_labels,
     )
+
+
+def _main(argv):
+    import json
+
+    from absl import flags
+
+    from jaxcl.train import Trainer
+
+    del argv
+    config = flags.FLAGS.config
+    trainer = Trainer(config)
+    results = {
+        "baseline_raw_pixels_top1": raw_pixels_linear_top1(config, trainer.num_classes),
+        "baseline_random_encoder_top1": random_encoder_linear_top1(trainer),
+    }
+    print(json.dumps(results, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    # python -m jaxcl.baselines --config=configs/simclr_fashion_mnist.py
+    from absl import app
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+    app.run(_main)
