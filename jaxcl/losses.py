@@ -45,8 +45,9 @@ ALPHA_TYPES = ("exp", "inverse", "constant")
 def l2_normalize(x: jax.Array, *, axis: int = -1, epsilon: float = 1e-12) -> jax.Array:
     """Returns ``x / ||x||`` along ``axis`` in float32.
 
-    Zero vectors stay zero instead of becoming NaN: the squared norm is clipped
-    at ``epsilon**2`` before the reciprocal square root.
+    Zero vectors stay zero instead of becoming NaN: the norm is clipped at
+    ``epsilon`` before dividing. Value and gradient are finite for every finite
+    input, however large or small.
 
     Args:
       x: array of any floating dtype.
@@ -57,8 +58,25 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, epsilon: float = 1e-12) -> jax
       A float32 array of the shape of ``x`` with unit rows.
     """
     x = jnp.asarray(x, jnp.float32)
+    # x**2 overflows for |x| > 1.8e19 (NaN values and gradients) and vanishes
+    # for tiny x, and the gradient's intermediates do so much sooner. So each row
+    # is first scaled by a power of two that brings its largest entry to [0.5, 1).
+    # Powers of two are exact: the result is unchanged bit for bit where nothing
+    # overflowed, and as it does not depend on the scale, no gradient flows there.
+    magnitude = jax.lax.stop_gradient(jnp.max(jnp.abs(x), axis=axis, keepdims=True))
+    _, exponent = jnp.frexp(magnitude)
+    # In two factors: 2**-exponent alone is subnormal (flushed to zero) for the
+    # largest floats.
+    half = exponent // 2
+    low, high = _power_of_two(-half), _power_of_two(half - exponent)
+    x = x * low * high
     squared_norm = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(squared_norm, epsilon**2))
+    return x * jax.lax.rsqrt(jnp.maximum(squared_norm, jnp.square(epsilon * low * high)))
+
+
+def _power_of_two(exponent: jax.Array) -> jax.Array:
+    """Exactly ``2.0**exponent`` in float32, for integer exponents in [-126, 127]."""
+    return jax.lax.bitcast_convert_type((exponent.astype(jnp.int32) + 127) << 23, jnp.float32)
 
 
 def _similarity(anchors: jax.Array, candidates: jax.Array) -> jax.Array:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -64,10 +66,40 @@ _SHOWN = (
 )
 
 
+def _config_error(error: Exception, argv: list[str]) -> str:
+    """One line for a locked config's refusal of an unknown key.
+
+    ml_collections raises it from deep inside flag parsing, with a traceback and
+    (for config files) every field of the config in the message.
+    """
+    text = str(error).replace("\\n", "\n").replace("\\'", "'")
+    key = re.search(r"""Key "([\w.]+)" does not exist|^'+([\w.]+)'""", text)
+    if key is None:
+        return f"invalid config: {text.strip().splitlines()[-1][:300]}"
+    name = key.group(1) or key.group(2)
+    suggestion = re.search(r'Did you mean "([\w.]+)"', text)
+    fix = f"did you mean {suggestion.group(1)!r}?" if suggestion else "see jaxcl/config.py."
+    given = [arg for arg in argv if arg.startswith("--config.") and name in arg.split("=")[0]]
+    given = given or [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    where = f"{given[0]}: " if given else ""
+    return f"{where}config key {name!r} does not exist (the config is locked); {fix}"
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with an unknown config key reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        sys.stderr.write(f"FATAL Flags parsing error: {error}\n")
+        sys.exit(1)
+    except (AttributeError, KeyError) as error:
+        sys.exit(f"jaxcl.main: {_config_error(error, argv)}")
+
+
 def run():
     """Console-script entry point ``jaxcl-train``."""
     _define_flags()
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-__all__ = ["MetricsWriter", "read_metrics"]
+__all__ = ["MetricsWriter", "read_metrics", "truncate_metrics"]
 
 
 class MetricsWriter:
@@ -64,3 +64,33 @@ def read_metrics(workdir: str) -> list[dict]:
         return []
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_metrics(workdir: str, last_step: int) -> None:
+    """Drops the records of ``workdir/metrics.jsonl`` after ``last_step``.
+
+    A run resumed from the checkpoint of ``last_step`` logs the later steps
+    again; without this they would appear twice. A line cut short by a killed
+    process is dropped too. The file is replaced atomically, so a crash here
+    leaves the old one. TensorBoard keeps the old events (it shows the newest
+    value of a step).
+    """
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["step"] <= last_step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept == lines:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)

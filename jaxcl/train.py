@@ -17,6 +17,7 @@ runs once on the replicated gradient, outside the shard_map.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import logging
@@ -25,9 +26,11 @@ import signal
 import time
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
@@ -57,18 +60,24 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> N
     """Checks a config before anything expensive starts.
 
     Each problem raises a one-line ``ValueError`` naming the key, the value and
-    the fix.
+    the fix: keys unknown to ``jaxcl.config.default_config`` (a locked config
+    already refuses them; this catches configs built as plain dicts) or missing
+    from it, names of methods, models, datasets, augmentations and optimizers,
+    batch sizes that do not split over the devices, temperature, MoCo queue,
+    crop size, augmentation options and dataset files that are not there.
 
     Args:
       config: the training config.
       num_devices: devices of the data mesh (all processes).
     """
     from jaxcl import data, models
+    from jaxcl.config import default_config
     from jaxcl.methods import METHOD_NAMES
 
     def fail(key, problem, fix):
-        raise ValueError(f"config.{key}={config[key]!r} {problem}; {fix}.")
+        raise ValueError(f"config.{key}={_plain(config[key])!r} {problem}; {fix}.")
 
+    _check_keys(config, default_config())
     if config.method not in METHOD_NAMES:
         fail("method", "is unknown", f"use one of {', '.join(METHOD_NAMES)}")
     if config.model not in models.available():
@@ -103,11 +112,91 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> N
         fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
     if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail("compute_dtype", "is unsupported", "use 'auto', 'float32' or 'bfloat16'")
-    info = data.dataset_info(config.dataset, _options(config.dataset_options))
-    native = info.image_shape[0]
-    crop_larger = config.dataset != "synthetic" and config.image_size > 8 * native
-    if config.image_size <= 0 or crop_larger:
-        fail("image_size", f"does not fit images of side {native}", f"use a size near {native}")
+    for key in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints_to_keep"):
+        if config[key] < 1:
+            fail(key, "must be >= 1", f"set config.{key} to a positive number of steps")
+    try:
+        info = data.dataset_info(config.dataset, _options(config.dataset_options))
+    except ValueError as error:
+        fail("dataset_options", f"is invalid ({error})", "pass only the options listed")
+    # The random crop is resized to image_size: a larger size only upsamples
+    # (ImageNet's images vary in size, so there is nothing to compare with).
+    native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
+    if config.image_size <= 0 or (native is not None and config.image_size > native):
+        fail(
+            "image_size",
+            f"does not fit the {config.dataset} images of side {native}",
+            f"use an image_size between 1 and {native}",
+        )
+    try:
+        data.get_preset(config.augmentation, **_options(config.augment_options))
+    except (ValueError, TypeError) as error:
+        fail("augment_options", f"is invalid ({error})", "see jaxcl.data.AugmentConfig")
+    _check_dataset_files(config)
+
+
+# Sub-configs whose keys belong to the dataset, augmentation or model chosen;
+# dataset_info, get_preset and the model registry check them.
+_FREE_FORM_KEYS = ("dataset_options", "augment_options", "model_options")
+
+
+def _plain(value):
+    """A config value as plain Python, whose repr fits on one line."""
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def _check_keys(config, defaults, prefix: str = "") -> None:
+    """Raises for keys of ``config`` that ``defaults`` lacks and the reverse."""
+    for key in config:
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+            fix = f"did you mean config.{prefix}{close[0]}?" if close else "remove it."
+            raise ValueError(
+                f"config.{prefix}{key}={_plain(config[key])!r} is not a jaxcl config key; {fix}"
+            )
+        if key not in _FREE_FORM_KEYS and isinstance(defaults[key], ml_collections.ConfigDict):
+            _check_keys(config[key], defaults[key], f"{prefix}{key}.")
+    for key in defaults:
+        if key not in config:
+            raise ValueError(
+                f"config.{prefix}{key} is missing; build configs from "
+                f"jaxcl.config.default_config() (its value there: {_plain(defaults[key])!r})."
+            )
+
+
+def _check_dataset_files(config) -> None:
+    """Raises when the files a dataset is read from are known to be missing.
+
+    Only what can be known without a download: an explicit Fashion-MNIST
+    ``source_dir``, and ImageNet, which TFDS cannot download.
+    """
+    options = _options(config.dataset_options)
+    if config.dataset == "fashion_mnist" and "source_dir" in options:
+        from jaxcl.data import fashion_mnist_debian
+
+        if not fashion_mnist_debian.source_files_exist(options["source_dir"]):
+            raise ValueError(
+                f"config.dataset_options.source_dir={options['source_dir']!r} holds no "
+                "Fashion-MNIST IDX files (train-images-idx3-ubyte.gz ...); run "
+                f"{fashion_mnist_debian.INSTALL_HINT} and drop the option, or point it "
+                "at the directory of the four files."
+            )
+    if config.dataset == "imagenet2012":
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder("imagenet2012", data_dir=config.data_dir or None)
+        manual_dir = options.get("manual_dir", "")
+        tars = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+        has_tars = manual_dir and all(
+            os.path.isfile(os.path.join(manual_dir, name)) for name in tars
+        )
+        if not builder.is_prepared() and not has_tars:
+            raise ValueError(
+                f"config.dataset_options.manual_dir={manual_dir!r} does not hold "
+                f"{' and '.join(tars)} and imagenet2012 is not prepared in "
+                f"config.data_dir={config.data_dir!r}; download the two tar files from "
+                "image-net.org and set dataset_options.manual_dir to their directory."
+            )
 
 
 def _cosine_momentum(base: float, step, total_steps: int):
@@ -268,6 +357,15 @@ class Trainer:
         return grads, new_batch_stats, new_momentum_stats, new_extras, metrics
 
     def _train_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        config = self.config
+        # Checked while tracing, so free at run time: a batch from another
+        # pipeline or a notebook fails here, with its shapes, not inside shard_map.
+        chex.assert_shape(
+            batch["views"],
+            (None, config.num_views, config.image_size, config.image_size, self.in_channels),
+        )
+        chex.assert_shape(batch["label"], (batch["views"].shape[0],))
+        chex.assert_type(batch["label"], int)
         momentum = {}
         if self.method.uses_momentum_encoder:
             momentum = {
@@ -312,15 +410,17 @@ class Trainer:
             metrics["momentum_decay"] = jnp.asarray(decay, jnp.float32)
         if "extras" in state:
             new_state["extras"] = extras
-        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.tree.norm(grads))
+        grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+        # The parameters too: a finite gradient can still overflow in the update.
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
         if self.config.nonfinite_loss == "skip":
             # Keep everything but the step counter when this step went non-finite.
             kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
             new_state = {**kept, "step": state["step"] + 1}
         metrics.update(
             learning_rate=self.learning_rate(state["step"]),
-            grad_norm=optax.tree.norm(grads),
-            param_norm=optax.tree.norm(params),
+            grad_norm=grad_norm,
+            param_norm=param_norm,
             finite=finite.astype(jnp.float32),
         )
         return new_state, metrics
@@ -350,7 +450,14 @@ class Trainer:
 
 
 class _StopRequested:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGINT into a flag the loop checks between steps.
+
+    The loop then saves a checkpoint of the step just finished and exits with
+    status 128 + the signal number. A second SIGINT (Ctrl-C again) gets Python's
+    usual KeyboardInterrupt at once, for when the save itself is stuck; repeated
+    SIGTERMs are ignored, because launchers often send one to each process of a
+    job and to the job as a whole, and schedulers follow up with SIGKILL anyway.
+    """
 
     def __init__(self):
         self.signal_number = None
@@ -364,7 +471,11 @@ class _StopRequested:
         return self
 
     def _handle(self, number, frame):
-        self.signal_number = number
+        # No logging here: the handler may interrupt the logging module itself.
+        if self.signal_number is None:
+            self.signal_number = number
+        if signal.SIGINT in self._previous:
+            signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
 
     def __exit__(self, *exc):
         for number, handler in self._previous.items():
@@ -372,6 +483,79 @@ class _StopRequested:
 
     def __bool__(self):
         return self.signal_number is not None
+
+
+def _stop_agreed(stop: _StopRequested, *, sync_point: bool) -> bool:
+    """Whether the loop stops after this step.
+
+    One process stops at the first step after a signal. Several processes must
+    save the same step together, and a signal can reach them steps apart, so
+    they agree (any one signalled) at log and checkpoint steps only, where the
+    loop waits for the device anyway.
+    """
+    if jax.process_count() == 1:
+        return bool(stop)
+    if not sync_point:
+        return False
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(stop)))))
+
+
+@jax.jit
+def _fold_nonfinite(first_bad, bad_count, finite, step):
+    bad = finite == 0
+    first_bad = jnp.where(bad & (first_bad < 0), step, first_bad)
+    return first_bad, bad_count + bad.astype(jnp.int32)
+
+
+class _NonfiniteMonitor:
+    """The first non-finite step and the count of them, kept on the device.
+
+    Reading ``metrics['finite']`` on the host every step would make each step
+    wait for the previous one to finish, losing the overlap of host and device
+    work. Instead one tiny jitted call per step (dispatched asynchronously, no
+    transfer back) folds the flag into two scalars, which the host reads only
+    where it waits anyway or must: at log steps, before every checkpoint and on
+    a signal. So 'raise' names the exact first bad step and never checkpoints a
+    diverged state, at the cost of running on until the next such read.
+    """
+
+    def __init__(self):
+        # Host values: jit places them wherever the flags are, on any mesh.
+        self._first_bad, self._bad_count = np.int32(-1), np.int32(0)
+        self._warned_count = 0
+
+    def update(self, finite: jax.Array, step: int) -> None:
+        """Folds in the ``finite`` flag of ``step`` (1-based, as in metrics)."""
+        self._first_bad, self._bad_count = _fold_nonfinite(
+            self._first_bad, self._bad_count, finite, step
+        )
+
+    def read(self) -> tuple[int | None, int]:
+        """``(first non-finite step or None, number of non-finite steps)``; syncs."""
+        first_bad, bad_count = (int(x) for x in jax.device_get((self._first_bad, self._bad_count)))
+        return (first_bad if first_bad >= 0 else None), bad_count
+
+    def warn_if_new(self, bad_count: int, step: int) -> None:
+        """Logs skipped updates once per log step that saw new ones."""
+        if bad_count > self._warned_count:
+            logging.warning(
+                "skipped %d non-finite update(s) up to step %d (%d in all)",
+                bad_count - self._warned_count,
+                step,
+                bad_count,
+            )
+            self._warned_count = bad_count
+
+
+def _kept(checkpointer: Checkpointer) -> str:
+    """Which checkpoint a stopped run leaves to resume from, in words."""
+    checkpointer.wait()
+    latest = checkpointer.latest_step()
+    if latest is None:
+        return f"no checkpoint was written to {checkpointer.directory}"
+    return f"kept the last good checkpoint, step {latest}, in {checkpointer.directory}"
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -416,8 +600,13 @@ def _progress_bar(total: int, initial: int, enabled: bool):
 
 
 def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> TrainState:
-    """The latest readable checkpoint's state, or a fresh one."""
-    step, state = checkpointer.restore(trainer.abstract_state())
+    """The latest readable checkpoint's state, or a fresh one.
+
+    Unreadable checkpoints newer than the one restored are reported and set
+    aside (see ``Checkpointer.restore``); when checkpoints exist but none is
+    readable this raises rather than start afresh over them.
+    """
+    step, state = checkpointer.restore(trainer.abstract_state(), set_aside_unreadable=True)
     if state is None:
         return trainer.initial_state()
     logging.info("resuming from checkpoint at step %d", step)
@@ -441,7 +630,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The final metrics, plus the evaluation results when ``config.eval.run_at_end``.
     """
     from jaxcl import data
-    from jaxcl.metrics import MetricsWriter
+    from jaxcl.metrics import MetricsWriter, truncate_metrics
 
     os.makedirs(workdir, exist_ok=True)
     trainer = Trainer(config)
@@ -449,10 +638,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     main = distributed.is_main_process()
     if main:
         save_config(config, workdir)
-    checkpointer = Checkpointer(workdir, max_to_keep=config.max_checkpoints_to_keep)
+    checkpointer = Checkpointer(
+        workdir, max_to_keep=config.max_checkpoints_to_keep, cleanup_tmp=True
+    )
     state = restore_or_initialize(trainer, checkpointer)
     start_step = int(state["step"])
     total_steps = trainer.total_steps
+    if main:
+        # A run killed after its last checkpoint logged steps that it now redoes.
+        truncate_metrics(workdir, start_step)
     writer = MetricsWriter(workdir) if main else None
     summary: dict[str, float] = {}
 
@@ -473,57 +667,74 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     knn_monitor = _KnnMonitor(trainer) if config.knn_every_steps > 0 else None
 
     step = start_step
+    stopping = False
+    nonfinite = _NonfiniteMonitor()
     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
-    with (
-        jax.set_mesh(mesh),
-        _StopRequested() as stop,
-        _progress_bar(total_steps, start_step, main and config.progress_bar) as bar,
-    ):
-        while step < total_steps:
-            wait_start = time.perf_counter()
-            batch = next(batches)
-            input_wait += time.perf_counter() - wait_start
-            state, metrics = trainer.train_step(state, batch)
-            step += 1
-            window_steps += 1
-            if bar is not None:
-                bar.update(1)
-            last = step == total_steps
-            if step % config.log_every_steps == 0 or last or stop:
-                metrics = jax.device_get(metrics)
-                elapsed = time.perf_counter() - window_start
-                summary = {name: float(value) for name, value in metrics.items()}
-                summary["step_time"] = elapsed / window_steps
-                summary["images_per_sec"] = config.global_batch_size * window_steps / elapsed
-                summary["input_wait_fraction"] = input_wait / elapsed
-                if not summary["finite"] and config.nonfinite_loss == "raise":
-                    checkpointer.close()
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient at step {step} (loss={summary['loss']}); "
-                        f"the last good checkpoint in {checkpointer.directory} is kept; lower "
-                        "learning_rate or set config.nonfinite_loss='skip'."
-                    )
-                if knn_monitor is not None and (step % config.knn_every_steps == 0 or last):
-                    summary["knn_top1"] = knn_monitor(state)
-                if writer is not None:
-                    writer.write(step, summary)
+    try:
+        with (
+            jax.set_mesh(mesh),
+            _StopRequested() as stop,
+            _progress_bar(total_steps, start_step, main and config.progress_bar) as bar,
+        ):
+            while step < total_steps:
+                wait_start = time.perf_counter()
+                batch = next(batches)
+                input_wait += time.perf_counter() - wait_start
+                state, metrics = trainer.train_step(state, batch)
+                step += 1
+                nonfinite.update(metrics["finite"], step)
+                window_steps += 1
                 if bar is not None:
-                    bar.set_postfix(
-                        loss=f"{summary['loss']:.4f}",
-                        probe=f"{summary['probe_top1']:.3f}",
-                        img_s=f"{summary['images_per_sec']:.0f}",
-                    )
-                window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
-            if step % config.checkpoint_every_steps == 0 or last or stop:
-                checkpointer.save(step, state)
-            if stop:
-                logging.warning("signal %d: saved step %d, exiting", stop.signal_number, step)
-                break
-    checkpointer.close()
-    if writer is not None:
-        writer.close()
-    if stop:
-        raise SystemExit(128 + stop.signal_number)
+                    bar.update(1)
+                last = step == total_steps
+                log_now = step % config.log_every_steps == 0 or last
+                save_now = step % config.checkpoint_every_steps == 0 or last
+                stopping = _stop_agreed(stop, sync_point=log_now or save_now)
+                if log_now or save_now or stopping:
+                    # Read before anything is written: no checkpoint may hold a
+                    # diverged state, and the error names the first bad step.
+                    first_bad, bad_count = nonfinite.read()
+                    if first_bad is not None and config.nonfinite_loss == "raise":
+                        raise NonFiniteLossError(
+                            f"non-finite loss, gradient or parameters at step {first_bad} "
+                            f"(noticed at step {step}); {_kept(checkpointer)}; lower "
+                            "config.learning_rate or set config.nonfinite_loss='skip'."
+                        )
+                if log_now or stopping:
+                    metrics = jax.device_get(metrics)
+                    elapsed = time.perf_counter() - window_start
+                    summary = {name: float(value) for name, value in metrics.items()}
+                    summary["step_time"] = elapsed / window_steps
+                    summary["images_per_sec"] = config.global_batch_size * window_steps / elapsed
+                    summary["input_wait_fraction"] = input_wait / elapsed
+                    if config.nonfinite_loss == "skip":
+                        summary["skipped_steps"] = bad_count
+                        nonfinite.warn_if_new(bad_count, step)
+                    if knn_monitor is not None and (step % config.knn_every_steps == 0 or last):
+                        summary["knn_top1"] = knn_monitor(state)
+                    if writer is not None:
+                        writer.write(step, summary)
+                    if bar is not None:
+                        bar.set_postfix(
+                            loss=f"{summary['loss']:.4f}",
+                            probe=f"{summary['probe_top1']:.3f}",
+                            img_s=f"{summary['images_per_sec']:.0f}",
+                        )
+                    window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
+                if save_now or stopping:
+                    checkpointer.save(step, state)
+                if stopping:
+                    break
+    finally:
+        # On errors too: a save in flight completes, or the previous one stays latest.
+        checkpointer.close()
+        if writer is not None:
+            writer.close()
+    if stopping:
+        # Several processes stop together, at the step of the first signal any got.
+        number = stop.signal_number or signal.SIGTERM
+        logging.warning("%s: saved step %d, exiting", signal.Signals(number).name, step)
+        raise SystemExit(128 + number)
     results = dict(summary)
     if config.eval.run_at_end:
         from jaxcl.eval import evaluate_state

@@ -104,6 +104,30 @@ class AugmentConfig:
             )
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
+        # Out-of-range values below are not rejected by TensorFlow: they give a
+        # NaN image (sigma 0), a silently swapped range or a cryptic kernel error.
+        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
+            raise ValueError(f"crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < lo <= hi, got {self.blur_sigma}")
+        ranges = {
+            "crop_min_object_covered": (0.0, 1.0),
+            "flip_prob": (0.0, 1.0),
+            "jitter_prob": (0.0, 1.0),
+            "grayscale_prob": (0.0, 1.0),
+            "blur_prob": (0.0, 1.0),
+            "solarize_prob": (0.0, 1.0),
+            "brightness": (0.0, float("inf")),
+            "contrast": (0.0, float("inf")),
+            "saturation": (0.0, float("inf")),
+            "hue": (0.0, 0.5),
+            "blur_kernel_fraction": (0.0, 1.0),
+        }
+        for name, (low, high) in ranges.items():
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}], got {getattr(self, name)}")
+        if self.crop_max_attempts < 1:
+            raise ValueError(f"crop_max_attempts must be >= 1, got {self.crop_max_attempts}")
 
 
 # Jitter values at strength 1 (brightness, contrast, saturation, hue) and the
@@ -237,6 +261,45 @@ def view_seed(seed, index, epoch, view):
     for data in (index, epoch, view):
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(data, tf.int64))
     return key
+
+
+def _check_image(image, name="image"):
+    """The image as a float32 tensor, or a one-line error about its shape or dtype.
+
+    Only static facts are checked, once when a function is traced, so the checks
+    cost nothing per example. Integer images are refused rather than cast: a
+    uint8 image cast to float32 is in [0, 255] and would be clipped to white.
+    """
+    image = tf.convert_to_tensor(image)
+    if not image.dtype.is_floating:
+        raise ValueError(
+            f"{name} must be a floating image in [0, 1], got dtype {image.dtype.name}; "
+            "convert it with tf.image.convert_image_dtype(image, tf.float32)."
+        )
+    if image.shape.rank != 3:
+        raise ValueError(
+            f"{name} must have shape (height, width, channels), got {image.shape}; "
+            "augment one image at a time (tf.data's map does)."
+        )
+    if image.shape[-1] not in (1, 3):
+        raise ValueError(
+            f"{name} must have 1 or 3 channels, got shape {image.shape}; "
+            "pass grayscale or RGB images."
+        )
+    if 0 in image.shape[:2]:
+        raise ValueError(f"{name} is empty (shape {image.shape}); pass a non-empty image.")
+    return tf.cast(image, tf.float32)
+
+
+def _check_size(size):
+    """``size`` as a (height, width) tuple of positive ints, or a one-line error."""
+    try:
+        size = tuple(int(s) for s in size)
+    except TypeError:
+        size = ()
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be (height, width) with both >= 1, got {size!r}.")
+    return size
 
 
 def _uniform(seed, minval=0.0, maxval=1.0):
@@ -378,6 +441,11 @@ def gaussian_blur(image, seed, kernel_size, sigma_range=(0.1, 2.0)):
     radius = kernel_size // 2
     if radius == 0:
         return image
+    if any(side is not None and side <= radius for side in image.shape[:2]):
+        raise ValueError(
+            f"gaussian_blur: a kernel of side {kernel_size} needs images larger than "
+            f"{radius} pixels, got shape {image.shape}; use a smaller kernel_size."
+        )
     sigma = _uniform(seed, *sigma_range)
     x = tf.range(-radius, radius + 1, dtype=tf.float32)
     kernel = tf.exp(-(x**2) / (2.0 * sigma**2))
@@ -407,9 +475,17 @@ def augment_view(image, seed, size, config):
 
     Returns:
       float32 (size[0], size[1], C) in [0, 1].
+
+    Raises:
+      ValueError: for an image that is not a floating (H, W, 1 or 3) array, a
+        size that is not two positive ints or a seed that is not of shape (2,).
     """
+    image = _check_image(image)
+    size = _check_size(size)
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape != (2,):
+        raise ValueError(f"seed must have shape (2,), got {seed.shape}; use view_seed(...).")
     seeds = tf.random.experimental.stateless_split(seed, num=_NUM_SLOTS)
-    size = tuple(int(s) for s in size)
     if config.crop:
         image = random_resized_crop(image, seeds[_CROP], size, config)
     else:
@@ -461,8 +537,18 @@ def augment_views(image, views, seed, index, epoch, size):
 
     Returns:
       float32 (num_views, size[0], size[1], C).
+
+    Raises:
+      ValueError: for a bad image or size (see `augment_view`) or ``views`` that
+        is empty or holds anything but `AugmentConfig`.
     """
-    size = tuple(int(s) for s in size)
+    image = _check_image(image)
+    size = _check_size(size)
+    if not views or not all(isinstance(view, AugmentConfig) for view in views):
+        raise ValueError(
+            f"views must be a non-empty sequence of AugmentConfig, got {views!r}; "
+            "use get_preset(name) (twice for two views of a one-config preset)."
+        )
     return tf.stack(
         [
             _traced_view(config, size, image.shape[-1])(image, view_seed(seed, index, epoch, v))
@@ -523,6 +609,10 @@ def preprocess_eval(image, size, crop_fraction=1.0, method="bicubic"):
     Returns:
       float32 (size[0], size[1], C) in [0, 1].
     """
+    image = _check_image(image)
+    size = _check_size(size)
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
     if crop_fraction < 1.0:
         image = center_crop(image, crop_fraction)
     if image.shape[0] == size[0] and image.shape[1] == size[1]:
