@@ -119,18 +119,27 @@ def prefetch_to_mesh(
     sentinel = object()
     stop = threading.Event()
 
+    def put(item) -> bool:
+        # A bounded wait, so the thread ends once the consumer has gone away.
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce():
         try:
             for batch in iterator:
-                if stop.is_set():
-                    return
                 if keys is not None:
                     batch = {k: batch[k] for k in keys}
-                buffer.put(global_batch(batch, mesh))
+                if not put(global_batch(batch, mesh)):
+                    return
         except BaseException as error:  # re-raised in the consumer
-            buffer.put(error)
+            put(error)
             return
-        buffer.put(sentinel)
+        put(sentinel)
 
     thread = threading.Thread(target=produce, daemon=True, name="prefetch_to_mesh")
     thread.start()

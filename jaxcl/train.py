@@ -583,12 +583,21 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         saved = json.load(f)
     config = default_config()
     config.unlock()
-    # Top-level assignment replaces whole sub-dicts such as dataset_options,
-    # whose keys the defaults do not list; keys added since the run keep defaults.
-    for key, value in saved.items():
-        config[key] = value
+    _merge_saved(config, saved)
     config.lock()
     return config
+
+
+def _merge_saved(config: ml_collections.ConfigDict, saved: dict) -> None:
+    # Structured sections (eval) merge key by key, so keys added to jaxcl since
+    # the run keep their defaults; free-form option dicts (dataset_options),
+    # empty in the defaults, are replaced whole.
+    for key, value in saved.items():
+        default = config.get(key)
+        if isinstance(value, dict) and isinstance(default, ml_collections.ConfigDict) and default:
+            _merge_saved(default, value)
+        else:
+            config[key] = value
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -726,6 +735,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 if stopping:
                     break
     finally:
+        batches.close()  # ends the prefetch thread
         # On errors too: a save in flight completes, or the previous one stays latest.
         checkpointer.close()
         if writer is not None:
