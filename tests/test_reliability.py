@@ -234,15 +234,20 @@ def test_sigterm_saves_the_current_step_and_exits(tmp_path, reference, subproces
 
 
 def test_stop_requested_flags_signals_and_second_sigint_interrupts():
-    previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with _StopRequested() as stop:
-        assert not stop
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)  # repeated SIGTERMs are absorbed
-        assert stop and stop.signal_number == signal.SIGTERM
-        with pytest.raises(KeyboardInterrupt):  # Ctrl-C after a signal: stop now
-            os.kill(os.getpid(), signal.SIGINT)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == previous
+    # Python's own Ctrl-C handler, whatever earlier tests or libraries installed.
+    outer_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with _StopRequested() as stop:
+            assert not stop
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)  # repeated SIGTERMs are absorbed
+            assert stop and stop.signal_number == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):  # Ctrl-C after a signal: stop now
+                os.kill(os.getpid(), signal.SIGINT)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == previous
+    finally:
+        signal.signal(signal.SIGINT, outer_sigint)
 
 
 # -------------------------------------------------------------- checkpoints
