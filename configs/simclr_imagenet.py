@@ -5,7 +5,7 @@ temperature 0.1, 10 warmup epochs, global BatchNorm, 3-layer projection head to
 128, bfloat16 compute on GPU/TPU. Published: 69.1% linear top-1 (1000 epochs;
 about 64-65% at 100 epochs). Needs imagenet2012 prepared in the TFDS data_dir.
 
-    python -m jaxcl.main --config=configs/simclr_imagenet.py --workdir=gs://bucket/simclr_r50
+    python -m jaxcl.main --config=configs/simclr_imagenet.py --workdir=/shared/runs/simclr_r50
     python -m jaxcl.main --config=configs/simclr_imagenet.py:smoke --workdir=/tmp/smoke
 """
 
