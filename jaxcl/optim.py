@@ -18,9 +18,9 @@ __all__ = [
     "OPTIMIZERS",
     "create_optimizer",
     "decay_mask",
-    "trust_ratio_mask",
     "learning_rate_schedule",
     "scaled_learning_rate",
+    "trust_ratio_mask",
 ]
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
