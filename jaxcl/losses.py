@@ -34,12 +34,26 @@ __all__ = [
     "info_nce",
     "l2_normalize",
     "nt_xent",
+    "nt_xent_blockwise",  # noqa: F822 (provided by __getattr__ below)
     "quadratic",
     "sup_con",
     "uniformity",
 ]
 
 ALPHA_TYPES = ("exp", "inverse", "constant")
+
+#: ``nt_xent`` with ``block_size=None`` goes blockwise when one device's dense
+#: logits (2n x 2N float32) would take at least this many bytes.
+DENSE_LOGITS_LIMIT_BYTES = 256 * 2**20
+
+
+def __getattr__(name):
+    # jaxcl.blockwise builds on this module, so it is imported on first use.
+    if name == "nt_xent_blockwise":
+        from jaxcl.blockwise import nt_xent_blockwise
+
+        return nt_xent_blockwise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def l2_normalize(x: jax.Array, *, axis: int = -1, epsilon: float = 1e-12) -> jax.Array:
@@ -171,6 +185,7 @@ def nt_xent(
     *,
     temperature: float = 0.1,
     axis_name: str | None = None,
+    block_size: int | None = None,
 ) -> jax.Array:
     r"""SimCLR's normalised temperature-scaled cross-entropy (NT-Xent).
 
@@ -197,6 +212,12 @@ def nt_xent(
       z2: (n, d) embeddings of the second views.
       temperature: the softmax temperature T > 0 (SimCLR: 0.1 ImageNet, 0.5 CIFAR).
       axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
+      block_size: ``None`` (default) picks the implementation from the size of
+        one device's logits (2n x 2N float32): dense below 256 MiB (on one device,
+        a global batch below 4096), else ``jaxcl.blockwise.nt_xent_blockwise``
+        with tiles of 4096, whose memory is linear in the batch. ``0`` forces
+        the dense matrix; a positive int forces blockwise with that tile side.
+        Both give the same value and gradients to float32 round-off.
 
     Returns:
       The scalar mean loss over all 2N anchors of the global batch (float32).
@@ -212,6 +233,20 @@ def nt_xent(
       Representations", ICML 2020, https://arxiv.org/abs/2002.05709
     """
     _check_positive("temperature", temperature)
+    if block_size is None:
+        _check_pair(z1, z2)
+        local_views = 2 * jnp.shape(z1)[0]
+        global_views = local_views * (1 if axis_name is None else jax.lax.axis_size(axis_name))
+        if 4 * local_views * global_views >= DENSE_LOGITS_LIMIT_BYTES:
+            from jaxcl.blockwise import DEFAULT_BLOCK_SIZE
+
+            block_size = DEFAULT_BLOCK_SIZE
+    if block_size:
+        from jaxcl.blockwise import nt_xent_blockwise
+
+        return nt_xent_blockwise(
+            z1, z2, temperature=temperature, axis_name=axis_name, block_size=block_size
+        )
     similarity, self_column, positive_column = _two_view_similarities(z1, z2, axis_name)
     logits = similarity / temperature
     is_self = _column_mask(self_column, logits.shape[1])
