@@ -149,24 +149,12 @@ def _write_plots(config, workdir, test_features, test_labels, results):
     plots.plot_augmentations(config, f"{directory}/augmentations.png")
 
 
-_CLASS_NAMES = {
-    "fashion_mnist": [
-        "T-shirt/top",
-        "Trouser",
-        "Pullover",
-        "Dress",
-        "Coat",
-        "Sandal",
-        "Shirt",
-        "Sneaker",
-        "Bag",
-        "Ankle boot",
-    ],
-}
-
-
 def _class_names(config):
-    return _CLASS_NAMES.get(config.dataset)
+    if config.dataset != "fashion_mnist":
+        return None
+    from jaxcl.data.fashion_mnist_debian import CLASS_NAMES
+
+    return list(CLASS_NAMES)
 
 
 def evaluate_workdir(workdir: str) -> dict:
