@@ -66,37 +66,18 @@ def run_method(method: str, workdir: str, *, num_epochs: float, overrides: dict)
 
 def plot_alignment_uniformity(rows: list[dict], out: str) -> None:
     """One point per method in the (uniformity, alignment) plane, coloured by accuracy."""
-    import matplotlib
+    from jaxcl.theory.align_uniform import plot_alignment_uniformity as plot_plane
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    accuracy = [100 * r["linear_top1"] for r in rows]
-    points = ax.scatter(
-        [r["uniformity"] for r in rows],
-        [r["alignment"] for r in rows],
-        c=accuracy,
-        cmap="viridis",
-        s=90,
-        edgecolors="black",
-    )
-    for row in rows:
-        ax.annotate(
-            row["method"],
-            (row["uniformity"], row["alignment"]),
-            fontsize=9,
-            xytext=(6, 4),
-            textcoords="offset points",
-        )
-    fig.colorbar(points, label="linear top-1 (%)")
-    ax.set_xlabel("uniformity of test features (lower is better)")
-    ax.set_ylabel("alignment of test features (lower is better)")
-    ax.set_title("Fashion-MNIST, equal budget: alignment vs uniformity")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
+    records = [
+        {
+            "name": r["method"],
+            "alignment": r["alignment"],
+            "uniformity": r["uniformity"],
+            "accuracy": r["linear_top1"],
+        }
+        for r in rows
+    ]
+    plot_plane(records, out, title="Fashion-MNIST, equal budget: alignment vs uniformity")
 
 
 def markdown_table(rows: list[dict]) -> str:
