@@ -13,6 +13,11 @@ Benchmarks (each example yields two augmented views; "images" counts examples):
   ``synthetic_source_256``: the unaugmented eval iterator at 256 px).
 - ``fashion_mnist``: the `fashion_mnist` preset at 28x28 on Fashion-MNIST
   (prepared from the Debian files into --data_dir on first use).
+- ``pil_simclr_imagenet_224``: the reference, ``bench/pil_reference.py``: the same
+  two-view augmentation with PIL, as torchvision does it, in this one Python
+  process (one core, like a DataLoader worker), on 64 source images made by the
+  synthetic data set once up front. Timed in rounds interleaved with
+  ``simclr_imagenet_224``; the last line is the ratio of their per-core medians.
 
 Per core = images/s divided by the CPU cores this process may use
 (``os.sched_getaffinity``); tf.data uses all of them. On a shared machine the
@@ -24,18 +29,46 @@ import os
 import statistics
 import time
 
+SYNTHETIC_256 = {"image_shape": (256, 256, 3), "num_classes": 1000, "num_examples": 100_000}
 
-def _time_iterator(make_iterator, batch_size, batches, runs, warmup):
-    iterator = make_iterator()
-    for _ in range(warmup):
+
+def _time_round(iterator, batch_size, batches):
+    start = time.perf_counter()
+    for _ in range(batches):
         next(iterator)
-    rates = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        for _ in range(batches):
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def _time_iterators(contestants, batches, runs, warmup):
+    """Images/s of each ``name: (batch_size, make_iterator)``, rounds interleaved."""
+    iterators = {name: make() for name, (_, make) in contestants.items()}
+    for iterator in iterators.values():
+        for _ in range(warmup):
             next(iterator)
-        rates.append(batches * batch_size / (time.perf_counter() - start))
+    rates = {name: [] for name in contestants}
+    for _ in range(runs):
+        for name, iterator in iterators.items():
+            rates[name].append(_time_round(iterator, contestants[name][0], batches[name]))
     return rates
+
+
+def _pil_iterator(batch_size):
+    """The PIL reference on 64 synthetic 256x256 sources, made once up front."""
+    import sys
+
+    from jaxcl.data import pipeline
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from pil_reference import two_view_batches
+
+    sources = next(
+        pipeline.make_eval_iterator(
+            "synthetic", split="train", global_batch_size=64, image_size=256,
+            process_index=0, process_count=1, dataset_options=SYNTHETIC_256,
+        )
+    )["image"]  # fmt: skip
+    sources = (sources * 255).round().astype("uint8")
+    return two_view_batches(sources, batch_size, size=224)
 
 
 def main(argv=None):
@@ -45,14 +78,16 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=4, help="batches per timed run")
     parser.add_argument("--data_dir", default=None)
     parser.add_argument(
-        "--only", choices=["simclr_imagenet_224", "fashion_mnist", "synthetic_source_256"]
+        "--only",
+        choices=["simclr_imagenet_224", "fashion_mnist", "synthetic_source_256"],
+        help="one group (simclr_imagenet_224 includes its PIL reference)",
     )
     args = parser.parse_args(argv)
 
     from jaxcl.data import pipeline
 
     cores = len(os.sched_getaffinity(0))
-    synthetic = {"image_shape": (256, 256, 3), "num_classes": 1000, "num_examples": 100_000}
+    synthetic = SYNTHETIC_256
     benchmarks = {
         "simclr_imagenet_224": (
             64,
@@ -76,16 +111,35 @@ def main(argv=None):
             ),
         ),
     }  # fmt: skip
+    groups = {
+        "simclr_imagenet_224": ["simclr_imagenet_224", "pil_simclr_imagenet_224"],
+        "synthetic_source_256": ["synthetic_source_256"],
+        "fashion_mnist": ["fashion_mnist"],
+    }
+    benchmarks["pil_simclr_imagenet_224"] = (64, lambda: _pil_iterator(64))
+    # The reference runs in this process only: one core.
+    cores_used = {name: cores for name in benchmarks} | {"pil_simclr_imagenet_224": 1}
     print(f"cores available: {cores}; median of {args.runs} runs of {args.batches} batches")
-    for name, (batch_size, make_iterator) in benchmarks.items():
-        if args.only and name != args.only:
+    per_core = {}
+    for group, names in groups.items():
+        if args.only and group != args.only:
             continue
-        batches = args.batches * (8 if name == "fashion_mnist" else 1)
-        rates = _time_iterator(make_iterator, batch_size, batches, args.runs, warmup=2)
-        median = statistics.median(rates)
+        batches = {n: args.batches * (8 if n == "fashion_mnist" else 1) for n in names}
+        rates = _time_iterators({n: benchmarks[n] for n in names}, batches, args.runs, warmup=2)
+        for name in names:
+            median = statistics.median(rates[name])
+            per_core[name] = median / cores_used[name]
+            runs = ", ".join(f"{rate:.0f}" for rate in rates[name])
+            print(
+                f"{name:24s} {median:9.1f} images/s  {per_core[name]:9.1f} images/s/core "
+                f"on {cores_used[name]} core(s)  (runs: {runs})"
+            )
+    if "pil_simclr_imagenet_224" in per_core:
+        ratio = per_core["simclr_imagenet_224"] / per_core["pil_simclr_imagenet_224"]
         print(
-            f"{name:22s} {median:9.1f} images/s  {median / cores:9.1f} images/s/core  "
-            f"(runs: {', '.join(f'{r:.0f}' for r in rates)})"
+            f"RESULT simclr_imagenet 2 views 224px: jaxcl {per_core['simclr_imagenet_224']:.1f} "
+            f"images/s/core, PIL reference {per_core['pil_simclr_imagenet_224']:.1f} "
+            f"images/s/core, ratio {ratio:.2f}x"
         )
 
 

@@ -3,7 +3,11 @@
 Light at import time: TensorFlow and the training loop load only when used.
 """
 
+from jaxcl.xla_defaults import apply_cpu_defaults as _apply_cpu_defaults
+
 __version__ = "0.1.0"
+
+_apply_cpu_defaults()
 
 
 def load_encoder(workdir):

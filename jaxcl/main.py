@@ -16,6 +16,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxcl.xla_defaults import DEFAULT_COMPILATION_CACHE, enable_compilation_cache
+
 
 def _define_flags():
     config_flags.DEFINE_config_file(
@@ -28,6 +30,11 @@ def _define_flags():
     flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
     flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
     flags.DEFINE_integer("process_id", None, "Index of this process (multi-process).")
+    flags.DEFINE_string(
+        "compilation_cache_dir",
+        DEFAULT_COMPILATION_CACHE,
+        "JAX's persistent compilation cache: later runs of a config skip compiling; '' = off.",
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,6 +44,8 @@ def _main(argv):
     FLAGS = flags.FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from jaxcl import distributed
+
+    enable_compilation_cache(FLAGS.compilation_cache_dir)
 
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if not distributed.is_main_process():

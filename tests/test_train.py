@@ -224,3 +224,28 @@ def test_cli_overrides_and_unknown_keys():
     assert config.temperature == 0.5 and config.eval.linear_epochs == 3
     with pytest.raises(Exception, match="temprature"):
         _parse_config_flags([f"--config={config_file}", "--config.temprature=0.5"])
+
+
+def test_loop_reads_the_device_only_at_log_and_checkpoint_steps(tmp_path, monkeypatch):
+    """No host synchronisation per step.
+
+    Under ``transfer_guard_device_to_host('disallow')`` any implicit copy to the
+    host (``float(loss)``, ``if finite:``) raises; explicit reads are counted,
+    and four more steps in the same log window add none.
+    """
+    reads = []
+    device_get = jax.device_get
+
+    def counting_device_get(tree):
+        reads.append(jax.tree.structure(tree))
+        return device_get(tree)
+
+    monkeypatch.setattr(jax, "device_get", counting_device_get)
+    counts = {}
+    for steps in (4, 8):
+        reads.clear()
+        config = tiny_config(num_steps=steps, log_every_steps=8, checkpoint_every_steps=100)
+        with jax.transfer_guard_device_to_host("disallow"):
+            train_and_evaluate(config, str(tmp_path / f"steps{steps}"))
+        counts[steps] = len(reads)
+    assert counts[4] == counts[8] > 0, counts
