@@ -153,3 +153,6 @@ def prefetch_to_mesh(
             yield item
     finally:
         stop.set()
+        # Let the thread leave TensorFlow before the caller moves on: a process
+        # that exits while the thread is inside tf.data aborts.
+        thread.join(timeout=60)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import numpy as np
 
@@ -14,26 +15,37 @@ __all__ = ["MetricsWriter", "read_metrics", "truncate_metrics"]
 class MetricsWriter:
     """Appends one JSON object per logged step to ``workdir/metrics.jsonl``.
 
-    Also writes TensorBoard scalars under ``workdir/tensorboard`` (through
-    ``tf.summary``, which needs no TensorBoard install). Only process 0 should
+    Also writes TensorBoard scalars under ``workdir/tensorboard``, with
+    TensorBoard's own event writer (no TensorFlow needed). Only process 0 should
     create one.
 
     Args:
       workdir: the run directory.
       tensorboard: also write event files.
+      purge_step: the first step a resumed run logs again. TensorBoard is told
+        to drop the events it already has from that step on (the event PyTorch's
+        ``SummaryWriter(purge_step=...)`` writes), so a run resumed from an older
+        checkpoint shows each step once, as ``truncate_metrics`` does for
+        ``metrics.jsonl``.
     """
 
-    def __init__(self, workdir: str, *, tensorboard: bool = True):
+    def __init__(self, workdir: str, *, tensorboard: bool = True, purge_step: int | None = None):
         os.makedirs(workdir, exist_ok=True)
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self._summary_writer = None
+        self._events = None
         if tensorboard:
-            from jaxcl.data._tf import tf
+            from tensorboard.compat.proto import event_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-            self._summary_writer = tf.summary.create_file_writer(
-                os.path.join(workdir, "tensorboard")
-            )
+            self._events = EventFileWriter(os.path.join(workdir, "tensorboard"))
+            if purge_step is not None:
+                restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+                self._events.add_event(
+                    event_pb2.Event(
+                        step=int(purge_step), wall_time=time.time(), session_log=restart
+                    )
+                )
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         """Records ``scalars`` at ``step`` (NumPy or Python numbers)."""
@@ -43,18 +55,24 @@ class MetricsWriter:
             record[name] = value if math.isfinite(value) else str(value)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self._summary_writer is not None:
-            from jaxcl.data._tf import tf
+        if self._events is not None:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
 
-            with self._summary_writer.as_default(step=int(step)):
-                for name, value in scalars.items():
-                    tf.summary.scalar(name, float(np.asarray(value)))
+            values = [
+                summary_pb2.Summary.Value(tag=name, simple_value=float(np.asarray(value)))
+                for name, value in scalars.items()
+            ]
+            self._events.add_event(
+                event_pb2.Event(
+                    step=int(step), wall_time=time.time(), summary=summary_pb2.Summary(value=values)
+                )
+            )
 
     def close(self) -> None:
         """Flushes and closes the files."""
         self._file.close()
-        if self._summary_writer is not None:
-            self._summary_writer.close()
+        if self._events is not None:
+            self._events.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -72,8 +90,8 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
     A run resumed from the checkpoint of ``last_step`` logs the later steps
     again; without this they would appear twice. A line cut short by a killed
     process is dropped too. The file is replaced atomically, so a crash here
-    leaves the old one. TensorBoard keeps the old events (it shows the newest
-    value of a step).
+    leaves the old one. (TensorBoard's events are purged by the resumed run's
+    ``MetricsWriter(purge_step=...)``.)
     """
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):

@@ -656,7 +656,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if main:
         # A run killed after its last checkpoint logged steps that it now redoes.
         truncate_metrics(workdir, start_step)
-    writer = MetricsWriter(workdir) if main else None
+    writer = (
+        MetricsWriter(workdir, purge_step=start_step + 1 if start_step else None) if main else None
+    )
     summary: dict[str, float] = {}
 
     iterator = data.make_train_iterator(

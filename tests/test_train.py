@@ -148,6 +148,16 @@ def test_resume_is_exact(tmp_path, method):
     assert step_a == step_b == 4
     for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(a, b)
+    # Steps 3 and 4 were logged twice; TensorBoard shows each once, the rerun's value.
+    assert _tensorboard_steps(resumed, "loss") == [1, 2, 3, 4]
+
+
+def _tensorboard_steps(workdir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(workdir, "tensorboard"))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
 
 
 def test_metrics_and_load_encoder(tmp_path):
@@ -166,6 +176,7 @@ def test_metrics_and_load_encoder(tmp_path):
     assert 0.0 <= results["linear_top1"] <= 1.0
     assert os.path.exists(os.path.join(workdir, "results.json"))
     assert glob.glob(os.path.join(workdir, "tensorboard", "events.*"))
+    assert _tensorboard_steps(workdir, "loss") == [1, 2, 3, 4]
     for plot in ("training_curves", "embedding_pca", "augmentations"):
         assert os.path.getsize(os.path.join(workdir, "plots", f"{plot}.png")) > 1000, plot
     encode = load_encoder(workdir)

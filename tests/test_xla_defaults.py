@@ -38,3 +38,32 @@ def test_importing_jaxcl_set_it_for_this_process():
     measured = xla_defaults._jaxlib_version().startswith(xla_defaults.MEASURED_JAXLIB)
     if measured and os.environ.get("JAXCL_XLA_DEFAULTS") != "0":
         assert FLAG in os.environ["XLA_FLAGS"]
+
+
+def test_compilation_cache_is_written_then_reused(tmp_path):
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    script = (
+        "import sys, jax, jaxcl\n"
+        "from jaxcl.xla_defaults import enable_compilation_cache\n"
+        "enable_compilation_cache(sys.argv[1])\n"
+        "print(float(jax.jit(lambda x: (x * 2.0).sum())(jax.numpy.arange(4.0))))\n"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    outputs, entries = [], []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(cache)], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(done.stdout.strip())
+        entries.append(sorted(path.name for path in cache.iterdir()))
+    assert outputs == ["12.0", "12.0"]
+    assert entries[0], "the first run wrote nothing to the cache"
+    assert entries[1] == entries[0], "the second run compiled again instead of reusing"
+
+
+def test_compilation_cache_left_off_for_empty_directory():
+    assert xla_defaults.enable_compilation_cache("") is None
