@@ -1,5 +1,8 @@
 """SimCLR on Fashion-MNIST: the embedded default, sized for a 2-core CPU.
 
+On a quiet 2-core CPU: 88.11% linear-evaluation top-1 in 20 minutes end to end
+(docs/results.md).
+
 Launch (trains, then runs the offline linear evaluation):
 
     python -m jaxcl.main --config=configs/simclr_fashion_mnist.py \
