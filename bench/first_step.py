@@ -86,8 +86,7 @@ def main():
 
     enable_compilation_cache(args.compilation_cache_dir)
 
-    from jaxcl import data, distributed
-    from jaxcl.train import Trainer, _NonfiniteMonitor, _options
+    from jaxcl.train import Trainer, _NonfiniteMonitor, train_batches
 
     timings = {"import": time.perf_counter() - PROCESS_START}
     config = load_config(args.config, args.set)
@@ -105,19 +104,7 @@ def main():
         state = timed("initial_state", trainer.initial_state)
 
         def first_batch():
-            iterator = data.make_train_iterator(
-                config.dataset,
-                split=config.train_split or None,
-                preset=config.augmentation,
-                global_batch_size=config.global_batch_size,
-                image_size=config.image_size,
-                num_views=config.num_views,
-                seed=config.seed,
-                data_dir=config.data_dir or None,
-                dataset_options=_options(config.dataset_options),
-                augment_options=_options(config.augment_options),
-            )
-            batches = distributed.prefetch_to_mesh(iterator, mesh, keys=("views", "label"))
+            batches = train_batches(config, mesh)
             return batches, next(batches)
 
         batches, batch = timed("first_batch", first_batch)

@@ -622,6 +622,36 @@ def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> Train
     return state
 
 
+def train_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, start_step: int = 0):
+    """The training batches of ``config`` from ``start_step`` on, prefetched onto ``mesh``.
+
+    Args:
+      config: the training config.
+      mesh: the data mesh.
+      start_step: the step to resume from (the pipeline is a function of the step).
+
+    Returns:
+      An iterator of ``{'views', 'label'}`` global arrays sharded over 'data';
+      ``close()`` it to stop its prefetch thread.
+    """
+    from jaxcl import data
+
+    iterator = data.make_train_iterator(
+        config.dataset,
+        split=config.train_split or None,
+        preset=config.augmentation,
+        global_batch_size=config.global_batch_size,
+        image_size=config.image_size,
+        num_views=config.num_views,
+        seed=config.seed,
+        start_step=start_step,
+        data_dir=config.data_dir or None,
+        dataset_options=_options(config.dataset_options),
+        augment_options=_options(config.augment_options),
+    )
+    return distributed.prefetch_to_mesh(iterator, mesh, keys=("views", "label"))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains ``config.method`` and evaluates the encoder; resumes if ``workdir`` has a run.
 
@@ -638,7 +668,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns:
       The final metrics, plus the evaluation results when ``config.eval.run_at_end``.
     """
-    from jaxcl import data
     from jaxcl.metrics import MetricsWriter, truncate_metrics
 
     os.makedirs(workdir, exist_ok=True)
@@ -661,20 +690,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     summary: dict[str, float] = {}
 
-    iterator = data.make_train_iterator(
-        config.dataset,
-        split=config.train_split or None,
-        preset=config.augmentation,
-        global_batch_size=config.global_batch_size,
-        image_size=config.image_size,
-        num_views=config.num_views,
-        seed=config.seed,
-        start_step=start_step,
-        data_dir=config.data_dir or None,
-        dataset_options=_options(config.dataset_options),
-        augment_options=_options(config.augment_options),
-    )
-    batches = distributed.prefetch_to_mesh(iterator, mesh, keys=("views", "label"))
+    batches = train_batches(config, mesh, start_step)
     knn_monitor = _KnnMonitor(trainer) if config.knn_every_steps > 0 else None
 
     step = start_step
