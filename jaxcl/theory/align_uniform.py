@@ -159,16 +159,21 @@ def plot_alignment_uniformity(points, path, *, title: str | None = None) -> str:
             for group in groups
         ]
         ax.legend(handles=handles, fontsize=8, loc="lower left")
+    x_span = np.ptp([r["uniformity"] for r in records]) or 1.0
+    y_span = np.ptp([r["alignment"] for r in records]) or 1.0
+    labelled = []
     for record in records:
+        x, y = record["uniformity"], record["alignment"]
         label = record["name"]
         if record.get("accuracy") is not None:
-            label += f" ({record['accuracy']:.2f})"
+            label += f" ({record['accuracy']:.3f})"
+        # Neighbours' labels would overprint this one: move it a line down per neighbour.
+        crowd = sum(
+            abs(x - lx) < 0.1 * x_span and abs(y - ly) < 0.05 * y_span for lx, ly in labelled
+        )
+        labelled.append((x, y))
         ax.annotate(
-            label,
-            (record["uniformity"], record["alignment"]),
-            textcoords="offset points",
-            xytext=(6, -3),
-            fontsize=7,
+            label, (x, y), textcoords="offset points", xytext=(6, -3 - 9 * crowd), fontsize=7
         )
     ax.margins(x=0.2, y=0.1)
     ax.set(
