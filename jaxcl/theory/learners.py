@@ -46,6 +46,25 @@ def _initial_encoder(seed: int, rank: int, dim: int) -> jax.Array:
     return 0.1 * jax.random.normal(jax.random.key(seed), (rank, dim)) / np.sqrt(dim)
 
 
+def _train_encoder(
+    loss, data, *, rank, seed, steps, learning_rate, batch_size, hyper=None, params=None
+):
+    """Trains ``loss`` with Adam from the shared initialisation; returns the (k, d) encoder."""
+    if params is None:
+        params = {"encoder": _initial_encoder(seed, rank, data["x"].shape[1])}
+    result = train(
+        loss,
+        params,
+        data,
+        key=jax.random.key(seed + 1),
+        steps=steps,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        hyper=hyper,
+    )
+    return np.asarray(result.params["encoder"])
+
+
 def pca_encoder(x, rank: int) -> np.ndarray:
     """PCA: the top-``rank`` eigenvectors of the sample covariance, as rows.
 
@@ -97,16 +116,16 @@ def autoencoder_encoder(
     x = jnp.asarray(x, jnp.float32)
     encoder = _initial_encoder(seed, rank, x.shape[1])
     params = {"encoder": encoder, "decoder": encoder.T}
-    result = train(
+    return _train_encoder(
         _autoencoder_loss,
-        params,
         {"x": x},
-        key=jax.random.key(seed + 1),
+        rank=rank,
+        seed=seed,
         steps=steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
+        params=params,
     )
-    return np.asarray(result.params["encoder"])
 
 
 def linear_contrastive_loss(W, x1, x2, *, regularization: float = 1.0):
@@ -186,17 +205,16 @@ def linear_contrastive_encoder(
       The (k, d) encoder W.
     """
     x = jnp.asarray(x, jnp.float32)
-    result = train(
+    return _train_encoder(
         _masked_linear_contrastive_loss,
-        {"encoder": _initial_encoder(seed, rank, x.shape[1])},
         {"x": x},
-        key=jax.random.key(seed + 1),
+        rank=rank,
+        seed=seed,
         steps=steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
         hyper={"keep_prob": keep_prob, "regularization": regularization},
     )
-    return np.asarray(result.params["encoder"])
 
 
 def expected_masked_cross_covariance(x, keep_prob: float = 0.5) -> np.ndarray:
@@ -284,17 +302,16 @@ def nt_xent_encoder(
       The (k, d) encoder W.
     """
     x = jnp.asarray(x, jnp.float32)
-    result = train(
+    return _train_encoder(
         _nt_xent_loss,
-        {"encoder": _initial_encoder(seed, rank, x.shape[1])},
         {"x": x},
-        key=jax.random.key(seed + 1),
+        rank=rank,
+        seed=seed,
         steps=steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
         hyper={"keep_prob": keep_prob, "temperature": temperature},
     )
-    return np.asarray(result.params["encoder"])
 
 
 def _sup_con_loss(params, batch, key, hyper):
@@ -353,17 +370,16 @@ def sup_con_encoder(
     # Negative ids cannot collide with a class, and each is used once.
     unique_ids = -1 - np.arange(len(labels), dtype=np.int32)
     used = np.where(np.arange(len(labels)) < num_labelled, labels, unique_ids)
-    result = train(
+    return _train_encoder(
         _sup_con_loss,
-        {"encoder": _initial_encoder(seed, rank, x.shape[1])},
         {"x": x, "label": jnp.asarray(used)},
-        key=jax.random.key(seed + 1),
+        rank=rank,
+        seed=seed,
         steps=steps,
         learning_rate=learning_rate,
         batch_size=batch_size,
         hyper={"keep_prob": keep_prob, "temperature": temperature},
     )
-    return np.asarray(result.params["encoder"])
 
 
 def supervised_contrastive_matrix(
