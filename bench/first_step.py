@@ -82,11 +82,13 @@ def main():
 
     import jax
 
-    from jaxcl.xla_defaults import enable_compilation_cache
+    from jaxcl import xla_defaults
 
-    enable_compilation_cache(args.compilation_cache_dir)
+    xla_defaults.apply_cpu_defaults()  # as the CLI does, before JAX starts
+    xla_defaults.enable_compilation_cache(args.compilation_cache_dir)
 
-    from jaxcl.train import Trainer, _NonfiniteMonitor, train_batches
+    from jaxcl.stopping import NonfiniteMonitor
+    from jaxcl.train import Trainer, train_batches
 
     timings = {"import": time.perf_counter() - PROCESS_START}
     config = load_config(args.config, args.set)
@@ -104,7 +106,7 @@ def main():
         state = timed("initial_state", trainer.initial_state)
 
         def first_batch():
-            batches = train_batches(config, mesh)
+            batches = train_batches(trainer)
             return batches, next(batches)
 
         batches, batch = timed("first_batch", first_batch)
@@ -118,7 +120,7 @@ def main():
         state = timed("first_step", first)
         timings["time_to_first_step"] = time.perf_counter() - PROCESS_START
 
-        monitor = _NonfiniteMonitor()
+        monitor = NonfiniteMonitor()
         step_times, dispatch_ratios, wait_fractions = [], [], []
         windows = max(1, args.steps // args.window)
         with jax.transfer_guard_device_to_host("disallow"):
@@ -138,8 +140,6 @@ def main():
                 dispatch_ratios.append(dispatched / elapsed)
                 wait_fractions.append(waited / elapsed)
         batches.close()
-    if trainer.trace_count != 1:
-        raise SystemExit(f"the train step was traced {trainer.trace_count} times, expected 1")
     first_bad, _ = monitor.read()
 
     step_time = statistics.median(step_times)

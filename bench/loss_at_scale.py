@@ -3,9 +3,10 @@
 For each global batch B (2B views of dimension d, one device) it times the
 jitted ``jax.value_and_grad`` of ``jaxcl.losses.nt_xent`` with respect to both
 views, once with the dense (2B x 2B) logits (``block_size=0``) and once
-blockwise (``block_size=--block``), and prints one line per batch: medians over
-``--runs`` runs after a warm-up run, the ratio blockwise/dense of the medians,
-and the peak memory of each.
+blockwise (``block_size=--block``: ``jaxcl.losses.nt_xent_blockwise``, on the
+tiled log-sum-exp of ``jaxcl.tiled_logsumexp``), and prints one line per batch:
+medians over ``--runs`` runs after a warm-up run, the ratio blockwise/dense of
+the medians, and the peak memory of each.
 
 Every (implementation, batch) runs in a fresh subprocess, so that its peak
 resident set size (``ru_maxrss``, the whole process: Python, JAX runtime,

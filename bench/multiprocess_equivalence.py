@@ -99,14 +99,10 @@ def _wait(started, timeout_s):
 def _final_state(workdir):
     import jax
 
-    from jaxcl.checkpoint import Checkpointer
-    from jaxcl.train import Trainer, load_config
+    from jaxcl.restore import restore_run
 
-    trainer = Trainer(load_config(workdir))
-    checkpointer = Checkpointer(workdir)
-    step, state = checkpointer.restore(trainer.abstract_state())
-    checkpointer.close()
-    return step, jax.device_get(state)
+    run = restore_run(workdir)
+    return run.step, jax.device_get(run.state)
 
 
 def _max_abs_difference(a, b, name):
@@ -178,7 +174,7 @@ def main():
     )
     wall = time.perf_counter() - started
 
-    from jaxcl.metrics import read_metrics
+    from jaxcl.metric_writer import read_metrics
 
     losses = {
         name: {r["step"]: r["loss"] for r in read_metrics(workdir)}

@@ -40,11 +40,14 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcl import losses, models, optim
+from jaxcl import losses, models, optim, xla_defaults
 from jaxcl.config import default_config
-from jaxcl.methods.network import ContrastiveNetwork
+from jaxcl.contrastive_network import ContrastiveNetwork
 from jaxcl.models import functional
 from jaxcl.train import Trainer
+
+# jaxcl's XLA:CPU defaults, as the CLIs apply them (before JAX starts).
+xla_defaults.apply_cpu_defaults()
 
 TEMPERATURE = 0.1
 LEARNING_RATE = 0.3 * 64 / 256  # SimCLR's 0.3 x B / 256 at B = 64
@@ -64,7 +67,7 @@ def trainer_config(batch: int, dtype: str):
     config.optimizer = "lars"
     config.learning_rate = 0.3
     config.weight_decay = WEIGHT_DECAY
-    config.temperature = TEMPERATURE
+    config.simclr.temperature = TEMPERATURE
     config.compute_dtype = dtype
     config.num_steps = 1000
     config.warmup_epochs = 0.0

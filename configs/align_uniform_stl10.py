@@ -31,9 +31,9 @@ def get_config(arg: str = ""):
     config.learning_rate = 0.12
     config.learning_rate_scaling = "linear"
     config.weight_decay = 1e-4
-    config.align_weight = 1.0
-    config.uniform_weight = 1.0
-    config.align_alpha = 2.0
-    config.uniform_t = 2.0
+    config.align_uniform.align_weight = 1.0
+    config.align_uniform.uniform_weight = 1.0
+    config.align_uniform.align_alpha = 2.0
+    config.align_uniform.uniform_t = 2.0
     config.checkpoint_every_steps = 2000
     return finalize(config, arg)

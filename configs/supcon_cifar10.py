@@ -28,6 +28,6 @@ def get_config(arg: str = ""):
     config.learning_rate = 0.5
     config.learning_rate_scaling = "none"
     config.weight_decay = 1e-4
-    config.temperature = 0.1
+    config.supcon.temperature = 0.1
     config.checkpoint_every_steps = 2000
     return finalize(config, arg)

@@ -35,7 +35,9 @@ labels = jnp.arange(batch) % 4  # four classes
 print(f"SupCon, 4 classes        {losses.sup_con(jnp.stack([z1, z2], axis=1), labels):.4f}")
 
 for alpha_type in ("exp", "inverse", "constant"):
-    value = losses.alpha_cl(z1, z2, alpha_type=alpha_type, temperature=0.5, power=2.0)
+    value = losses.alpha_cl(
+        z1, z2, alpha_type=alpha_type, temperature=0.5, alpha_exponent=2.0, inverse_exponent=2.0
+    )
     print(f"alpha-CL ({alpha_type:8s})      {value:.4f}")
 print(f"quadratic (= constant)   {losses.quadratic(z1, z2):.4f}")
 

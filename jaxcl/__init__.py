@@ -1,20 +1,23 @@
 """jaxcl: contrastive self-supervised learning in JAX and Flax.
 
-Light at import time: TensorFlow and the training loop load only when used.
+Importing jaxcl changes no global state: no environment variable, JAX or
+TensorFlow setting, or matplotlib backend. The CLIs apply jaxcl's XLA:CPU
+defaults before JAX starts; in a notebook, call
+``jaxcl.xla_defaults.apply_cpu_defaults()`` before the first JAX computation
+for the same speed.
 """
 
-from jaxcl.xla_defaults import apply_cpu_defaults as _apply_cpu_defaults
+from jaxcl import xla_defaults
 
 __version__ = "0.1.0"
 
-_apply_cpu_defaults()
+
+def load_encoder(workdir, *, step=None):
+    """Loads the encoder of a training run; see `jaxcl.trained_encoder.load_encoder`."""
+    # Imported on use: `import jaxcl` stays light (no trainer, orbax or TensorFlow).
+    from jaxcl.trained_encoder import load_encoder as _load_encoder
+
+    return _load_encoder(workdir, step=step)
 
 
-def load_encoder(workdir):
-    """Loads the exported encoder of a training run; see `jaxcl.export.load_encoder`."""
-    from jaxcl.export import load_encoder as _load_encoder
-
-    return _load_encoder(workdir)
-
-
-__all__ = ["__version__", "load_encoder"]
+__all__ = ["__version__", "load_encoder", "xla_defaults"]

@@ -1,14 +1,27 @@
-"""The default training configuration: every key a jaxcl config may set.
+"""A run's configuration: the defaults, their validation, and the copy kept in a workdir.
 
 Config files in ``configs/`` start from ``default_config()`` and override what
 their recipe changes. The returned ConfigDict is locked, so a misspelt key in a
-config file or on the command line (``--config.temprature=0.5``) fails at once
-instead of being silently ignored.
+config file or on the command line (``--config.simclr.temprature=0.5``) fails
+at once instead of being silently ignored. Each method's own keys live in a
+section named after it (``config.mocov2.queue_size``), with the defaults the
+method declares (``jaxcl.methods.base.Method.defaults``).
+
+``validate_config`` checks a config before anything expensive starts;
+``save_config`` / ``load_config`` write and read ``workdir/config.json``.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import math
+import os
+
 import ml_collections
+
+from jaxcl import data, models, optim
+from jaxcl.methods import METHOD_NAMES, get_method
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -21,12 +34,13 @@ def default_config() -> ml_collections.ConfigDict:
 
     # What to train.
     config.method = "simclr"
-    config.model = "resnet18_cpu"
-    config.model_options = ml_collections.ConfigDict({"zero_init_residual": False})
+    config.model = "resnet18"
+    config.model_options = ml_collections.ConfigDict(
+        {"stem": "small", "width_multiplier": 0.25, "zero_init_residual": False}
+    )
     config.projector = "simclr_v2_projection"
     config.projection_dim = 128
     config.projection_hidden_dim = 0  # 0: the head's default (the encoder width)
-    config.predictor_hidden_dim = 4096  # MoCo v3 only
     # "auto": float32 on CPU, bfloat16 on GPU/TPU. Params, optimizer state,
     # BatchNorm statistics and loss logits stay float32 whatever this says.
     config.compute_dtype = "auto"
@@ -55,16 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.momentum = 0.9
     config.trust_coefficient = 1e-3
 
-    # Method hyper-parameters.
-    config.temperature = 0.1
-    config.queue_size = 4096  # MoCo v2
-    config.momentum_encoder_decay = 0.99  # MoCo m (v2: 0.999 at ImageNet scale)
-    config.align_weight = 1.0
-    config.uniform_weight = 1.0
-    config.align_alpha = 2.0
-    config.uniform_t = 2.0
-    config.alpha_type = "exp"
-    config.alpha_power = 1.0
+    # Each method's own hyper-parameters, one section per method.
+    for name in METHOD_NAMES:
+        config[name] = ml_collections.ConfigDict(get_method(name).defaults())
     # The online linear probe (on stop-gradient features) takes plain momentum
     # steps of the shared schedule; this weight is its learning-rate factor:
     # 0.1 of a LARS-scale rate of ~1, like solo-learn's classifier rate of 0.1.
@@ -130,8 +137,8 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 2
     config.projection_dim = 16
     config.projection_hidden_dim = 32
-    config.predictor_hidden_dim = 32
-    config.queue_size = 64
+    config.mocov3.predictor_hidden_dim = 32
+    config.mocov2.queue_size = 64
     config.knn_every_steps = 0
     config.knn_train_examples = 256
     config.eval.linear_epochs = 2
@@ -148,3 +155,211 @@ def finalize(config: ml_collections.ConfigDict, arg: str) -> ml_collections.Conf
     if arg:
         raise ValueError(f"unknown config variant {arg!r}; use no variant or ':smoke'.")
     return config
+
+
+# ---------------------------------------------------------------- validation
+
+# Sub-configs whose keys belong to the dataset, augmentation or model chosen;
+# dataset_info, get_preset and the model registry check them.
+_FREE_FORM_KEYS = ("dataset_options", "augment_options", "model_options")
+
+
+class ConfigError(ValueError):
+    """A config value jaxcl cannot train with.
+
+    Attributes:
+      key: the dotted config key, e.g. ``'global_batch_size'``.
+      value: the value given.
+    """
+
+    def __init__(self, key: str, value, problem: str, fix: str):
+        super().__init__(f"config.{key}={_plain(value)!r} {problem}; {fix}.")
+        self.key = key
+        self.value = _plain(value)
+
+
+def options(config_value) -> dict:
+    """A free-form option section (``dataset_options``, ...) as a plain dict."""
+    return dict(config_value) if config_value else {}
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
+    """Checks a config before anything expensive starts.
+
+    Each problem raises a one-line ``ConfigError`` (a ``ValueError``) naming the
+    key, the value and the fix: keys unknown to ``default_config`` (a locked
+    config already refuses them; this catches configs built as plain dicts) or
+    missing from it, names of methods, models, datasets, augmentations and
+    optimizers, batch sizes that do not split over the devices, the method's own
+    section (``Method.validate``), crop size, augmentation options and dataset
+    files that are not there.
+
+    Args:
+      config: the training config.
+      num_devices: devices of the data mesh (all processes).
+    """
+
+    def fail(key, problem, fix):
+        raise ConfigError(key, config[key], problem, fix)
+
+    _check_keys(config, default_config())
+    if config.method not in METHOD_NAMES:
+        fail("method", "is unknown", f"use one of {', '.join(METHOD_NAMES)}")
+    if config.model not in models.ENCODER_NAMES:
+        fail("model", "is not an encoder", f"use one of {', '.join(models.ENCODER_NAMES)}")
+    if config.dataset not in data.DATASET_NAMES:
+        fail("dataset", "is unknown", f"use one of {', '.join(data.DATASET_NAMES)}")
+    if config.augmentation not in data.PRESET_NAMES:
+        fail("augmentation", "is unknown", f"use one of {', '.join(data.PRESET_NAMES)}")
+    if config.optimizer not in optim.OPTIMIZERS:
+        fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
+    if config.global_batch_size <= 0 or config.global_batch_size % num_devices:
+        fail(
+            "global_batch_size",
+            f"is not a positive multiple of the {num_devices} devices",
+            f"use a multiple of {num_devices}",
+        )
+    if config.num_steps <= 0 and config.num_epochs <= 0:
+        fail("num_epochs", "and num_steps are both <= 0", "set one of them > 0")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        fail("learning_rate", "must be a finite number > 0", "use e.g. 0.3")
+    if config.num_views < 2:
+        fail("num_views", "must be >= 2", "contrastive methods need two views of each image")
+    if config.nonfinite_loss not in ("raise", "skip"):
+        fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
+    if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        fail("compute_dtype", "is unsupported", "use 'auto', 'float32' or 'bfloat16'")
+    for key in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints_to_keep"):
+        if config[key] < 1:
+            fail(key, "must be >= 1", f"set config.{key} to a positive number of steps")
+    method = get_method(config.method)
+    if method.validate is not None:
+        method.validate(config[method.name], config)
+    try:
+        info = data.dataset_info(config.dataset, options(config.dataset_options))
+    except ValueError as error:
+        fail("dataset_options", f"is invalid ({error})", "pass only the options listed")
+    # The random crop is resized to image_size: a larger size only upsamples
+    # (ImageNet's images vary in size, so there is nothing to compare with).
+    native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
+    if config.image_size <= 0 or (native is not None and config.image_size > native):
+        fail(
+            "image_size",
+            f"does not fit the {config.dataset} images of side {native}",
+            f"use an image_size between 1 and {native}",
+        )
+    try:
+        data.get_preset(config.augmentation, **options(config.augment_options))
+    except (ValueError, TypeError) as error:
+        fail("augment_options", f"is invalid ({error})", "see jaxcl.data.AugmentConfig")
+    _check_dataset_files(config)
+
+
+def _plain(value):
+    """A config value as plain Python, whose repr fits on one line."""
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def _check_keys(config, defaults, prefix: str = "") -> None:
+    """Raises for keys of ``config`` that ``defaults`` lacks and the reverse."""
+    for key in config:
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+            fix = f"did you mean config.{prefix}{close[0]}?" if close else "remove it"
+            raise ConfigError(f"{prefix}{key}", config[key], "is not a jaxcl config key", fix)
+        if key not in _FREE_FORM_KEYS and isinstance(defaults[key], ml_collections.ConfigDict):
+            _check_keys(config[key], defaults[key], f"{prefix}{key}.")
+    for key in defaults:
+        if key not in config:
+            raise ConfigError(
+                f"{prefix}{key}",
+                "<missing>",
+                f"is missing (its default: {_plain(defaults[key])!r})",
+                "build configs from jaxcl.config.default_config()",
+            )
+
+
+def _check_dataset_files(config) -> None:
+    """Raises when the files a dataset is read from are known to be missing.
+
+    Only what can be known without a download: an explicit Fashion-MNIST
+    ``source_dir``, and ImageNet, which TFDS cannot download.
+    """
+    dataset_options = options(config.dataset_options)
+    if config.dataset == "fashion_mnist" and "source_dir" in dataset_options:
+        source_dir = dataset_options["source_dir"]
+        if not data.fashion_mnist_files_exist(source_dir):
+            raise ConfigError(
+                "dataset_options.source_dir",
+                source_dir,
+                "holds no Fashion-MNIST IDX files (train-images-idx3-ubyte.gz ...)",
+                f"run {data.FASHION_MNIST_INSTALL_HINT} and drop the option, or point it "
+                "at the directory of the four files",
+            )
+    if config.dataset == "imagenet2012" and not data.is_prepared(
+        "imagenet2012", config.data_dir or None
+    ):
+        manual_dir = dataset_options.get("manual_dir", "")
+        tars = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+        has_tars = manual_dir and all(
+            os.path.isfile(os.path.join(manual_dir, name)) for name in tars
+        )
+        if not has_tars:
+            raise ConfigError(
+                "dataset_options.manual_dir",
+                manual_dir,
+                f"does not hold {' and '.join(tars)} and imagenet2012 is not prepared in "
+                f"config.data_dir={config.data_dir!r}",
+                "download the two tar files from image-net.org and set "
+                "dataset_options.manual_dir to their directory",
+            )
+
+
+# ------------------------------------------------------- the workdir's copy
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Writes ``workdir/config.json`` atomically (read back by ``load_config``)."""
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in ``workdir`` was trained with, on today's defaults.
+
+    Keys added to jaxcl since the run keep their defaults.
+
+    Raises:
+      FileNotFoundError: ``workdir`` holds no ``config.json``.
+    """
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path} does not exist; pass the --workdir of a jaxcl training run."
+        )
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    config = default_config()
+    config.unlock()
+    _merge_saved(config, saved)
+    config.lock()
+    return config
+
+
+def _merge_saved(config: ml_collections.ConfigDict, saved: dict) -> None:
+    # Structured sections (eval, a method's) merge key by key, so keys added to
+    # jaxcl since the run keep their defaults; free-form option dicts
+    # (model_options, dataset_options) are replaced whole.
+    for key, value in saved.items():
+        default = config.get(key)
+        structured = isinstance(default, ml_collections.ConfigDict) and key not in _FREE_FORM_KEYS
+        if isinstance(value, dict) and structured:
+            _merge_saved(default, value)
+        else:
+            config[key] = value

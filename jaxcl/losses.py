@@ -19,14 +19,23 @@ without gradient (SimCLR issue tracker, lightly's NTXentLoss) cannot happen here
 
 Masking uses ``-inf`` and ``logsumexp``; no ``exp`` is ever taken without
 max-subtraction, so every finite input gives a finite loss.
+
+At large batch ``nt_xent`` goes blockwise by itself (``nt_xent_blockwise``): the
+same loss with memory linear in the batch, built on the tiled log-sum-exp of
+``jaxcl.tiled_logsumexp``. Both share one NT-Xent set-up (``_two_views``), so
+the dense and the blockwise loss cannot disagree on anchors, positives or the
+excluded self column.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jaxcl.tiled_logsumexp import DEFAULT_BLOCK_SIZE, masked_logsumexp
 
 __all__ = [
     "alignment",
@@ -34,7 +43,7 @@ __all__ = [
     "info_nce",
     "l2_normalize",
     "nt_xent",
-    "nt_xent_blockwise",  # noqa: F822 (provided by __getattr__ below)
+    "nt_xent_blockwise",
     "quadratic",
     "sup_con",
     "uniformity",
@@ -42,18 +51,12 @@ __all__ = [
 
 ALPHA_TYPES = ("exp", "inverse", "constant")
 
+#: How ``sup_con`` treats anchors that have no positive (see its docstring).
+ANCHORS_WITHOUT_POSITIVES = ("exclude", "zero")
+
 #: ``nt_xent`` with ``block_size=None`` goes blockwise when one device's dense
 #: logits (2n x 2N float32) would take at least this many bytes.
 DENSE_LOGITS_LIMIT_BYTES = 256 * 2**20
-
-
-def __getattr__(name):
-    # jaxcl.blockwise builds on this module, so it is imported on first use.
-    if name == "nt_xent_blockwise":
-        from jaxcl.blockwise import nt_xent_blockwise
-
-        return nt_xent_blockwise
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def l2_normalize(x: jax.Array, *, axis: int = -1, epsilon: float = 1e-12) -> jax.Array:
@@ -151,13 +154,29 @@ def _check_pair(z1, z2) -> None:
         )
 
 
-def _two_view_similarities(z1, z2, axis_name):
-    """Cosine similarities of the local anchors of both views to all global views.
+class _TwoViews(NamedTuple):
+    """The NT-Xent set-up of one device: who is anchor, candidate and positive.
 
-    Anchors are ``[z1_local; z2_local]`` (2n rows) and candidates are
-    ``[z1_global; z2_global]`` (2N columns). Returns the (2n, 2N) similarity
-    matrix and, per anchor row, the column of the anchor itself and the column
-    of its positive (the other view of the same example).
+    Attributes:
+      anchors: (2n, d) unit rows ``[z1_local; z2_local]``.
+      partners: (2n, d) the positive of each anchor, ``[z2_local; z1_local]``.
+      candidates: (2N, d) unit rows ``[z1_global; z2_global]`` (gathered).
+      self_column: (2n,) column of each anchor itself among the candidates.
+      positive_column: (2n,) column of each anchor's positive (its partner).
+    """
+
+    anchors: jax.Array
+    partners: jax.Array
+    candidates: jax.Array
+    self_column: jax.Array
+    positive_column: jax.Array
+
+
+def _two_views(z1, z2, axis_name) -> _TwoViews:
+    """Checks, L2-normalises and lays out two views for every two-view loss.
+
+    Local row i on device r is global example i + r n; its views are candidate
+    columns i + r n (first view) and N + i + r n (second view).
     """
     _check_pair(z1, z2)
     z1 = l2_normalize(z1)
@@ -166,13 +185,14 @@ def _two_view_similarities(z1, z2, axis_name):
     global_z1 = _gather(z1, axis_name)
     global_z2 = _gather(z2, axis_name)
     global_rows = global_z1.shape[0]
-    anchors = jnp.concatenate([z1, z2], axis=0)
-    candidates = jnp.concatenate([global_z1, global_z2], axis=0)
-    similarity = _similarity(anchors, candidates)
     rows = _first_global_row(local_rows, axis_name) + jnp.arange(local_rows)
-    self_column = jnp.concatenate([rows, rows + global_rows])
-    positive_column = jnp.concatenate([rows + global_rows, rows])
-    return similarity, self_column, positive_column
+    return _TwoViews(
+        anchors=jnp.concatenate([z1, z2], axis=0),
+        partners=jnp.concatenate([z2, z1], axis=0),
+        candidates=jnp.concatenate([global_z1, global_z2], axis=0),
+        self_column=jnp.concatenate([rows, rows + global_rows]),
+        positive_column=jnp.concatenate([rows + global_rows, rows]),
+    )
 
 
 def _column_mask(columns: jax.Array, num_columns: int) -> jax.Array:
@@ -214,8 +234,8 @@ def nt_xent(
       axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
       block_size: ``None`` (default) picks the implementation from the size of
         one device's logits (2n x 2N float32): dense below 256 MiB (on one device,
-        a global batch below 4096), else ``jaxcl.blockwise.nt_xent_blockwise``
-        with tiles of 4096, whose memory is linear in the batch. ``0`` forces
+        a global batch below 4096), else ``nt_xent_blockwise`` with tiles of
+        4096, whose memory is linear in the batch. ``0`` forces
         the dense matrix; a positive int forces blockwise with that tile side.
         Both give the same value and gradients to float32 round-off.
 
@@ -238,20 +258,86 @@ def nt_xent(
         local_views = 2 * jnp.shape(z1)[0]
         global_views = local_views * (1 if axis_name is None else jax.lax.axis_size(axis_name))
         if 4 * local_views * global_views >= DENSE_LOGITS_LIMIT_BYTES:
-            from jaxcl.blockwise import DEFAULT_BLOCK_SIZE
-
             block_size = DEFAULT_BLOCK_SIZE
     if block_size:
-        from jaxcl.blockwise import nt_xent_blockwise
-
         return nt_xent_blockwise(
             z1, z2, temperature=temperature, axis_name=axis_name, block_size=block_size
         )
-    similarity, self_column, positive_column = _two_view_similarities(z1, z2, axis_name)
-    logits = similarity / temperature
-    is_self = _column_mask(self_column, logits.shape[1])
+    views = _two_views(z1, z2, axis_name)
+    logits = _similarity(views.anchors, views.candidates) / temperature
+    is_self = _column_mask(views.self_column, logits.shape[1])
     log_normaliser = jax.nn.logsumexp(jnp.where(is_self, -jnp.inf, logits), axis=1)
-    positive_logit = jnp.take_along_axis(logits, positive_column[:, None], axis=1)[:, 0]
+    positive_logit = jnp.take_along_axis(logits, views.positive_column[:, None], axis=1)[:, 0]
+    return _global_mean(jnp.mean(log_normaliser - positive_logit), axis_name)
+
+
+def nt_xent_blockwise(
+    z1: jax.Array,
+    z2: jax.Array,
+    *,
+    temperature: float = 0.1,
+    axis_name: str | None = None,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> jax.Array:
+    """NT-Xent with memory linear in the batch: ``nt_xent`` in tiles.
+
+    Same arguments, value and gradients as ``nt_xent`` (to float32 round-off),
+    including inside ``jax.shard_map`` with ``axis_name``: both start from the
+    same set-up of anchors, candidates and self columns. The dense (2n, 2N)
+    logits are never built: ``jaxcl.tiled_logsumexp.masked_logsumexp`` computes
+    each anchor's log-normaliser in tiles of ``block_size`` anchors x
+    ``block_size`` candidates with an online log-sum-exp, and recomputes the
+    tiles in the backward pass. The scratch memory is a few ``block_size**2``
+    float32 tiles plus about ten copies of the (2N, d) embeddings (XLA reports
+    0.3 GB at 65,536 views of dimension 128 with tiles of 4096, where the dense
+    logits alone take 16 GiB). The price is one more matrix product per tile in
+    the backward pass: four products the size of the logits instead of three.
+
+    The positive logit is a dot product with the other view of the same
+    example, which lives on the same device; it and the gather of candidates
+    over ``axis_name`` stay outside the custom VJP, so JAX differentiates both
+    itself (the transpose of ``all_gather(tiled=True)`` is a reduce-scatter
+    that returns each device the gradient of the candidates it contributed).
+
+    ``nt_xent`` switches to this function by itself when the dense logits would
+    exceed 256 MiB (see its ``block_size`` argument).
+
+    Args:
+      z1: (n, d) embeddings of the first views (local shard if ``axis_name``).
+      z2: (n, d) embeddings of the second views.
+      temperature: the softmax temperature T > 0.
+      axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
+      block_size: rows and columns of one tile of logits (static); need not
+        divide the batch: the last block is padded and its columns masked.
+
+    Returns:
+      The scalar mean loss over all 2N anchors of the global batch (float32).
+
+    Examples:
+      >>> import jax
+      >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 50, 16))
+      >>> dense = nt_xent(z1, z2, block_size=0)
+      >>> blocked = nt_xent_blockwise(z1, z2, block_size=8)
+      >>> bool(abs(dense - blocked) < 1e-5)
+      True
+
+    References:
+      Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709; the
+      online log-sum-exp with recomputation in the backward pass is that of
+      Milakov & Gimelshein 2018 (https://arxiv.org/abs/1805.02867) and
+      FlashAttention (Dao et al. 2022, https://arxiv.org/abs/2205.14135).
+    """
+    _check_positive("temperature", temperature)
+    if not isinstance(block_size, int) or block_size < 1:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}.")
+    views = _two_views(z1, z2, axis_name)
+    # Dividing the anchors rather than the logits by T leaves one matrix product.
+    scaled_anchors = views.anchors / temperature
+    block_size = min(block_size, max(views.anchors.shape[0], views.candidates.shape[0]))
+    log_normaliser = masked_logsumexp(
+        scaled_anchors, views.candidates, views.self_column, block_size
+    )
+    positive_logit = jnp.sum(scaled_anchors * views.partners, axis=1)
     return _global_mean(jnp.mean(log_normaliser - positive_logit), axis_name)
 
 
@@ -432,6 +518,7 @@ def sup_con(
     labels: jax.Array,
     *,
     temperature: float = 0.1,
+    anchors_without_positives: str = "exclude",
     axis_name: str | None = None,
 ) -> jax.Array:
     r"""Supervised contrastive loss L_out (Khosla et al. 2020).
@@ -445,32 +532,55 @@ def sup_con(
         \ell_a = -\frac{1}{|P(a)|} \sum_{p \in P(a)}
             \log \frac{\exp(s_{a,p}/T)}{\sum_{k \ne a} \exp(s_{a,k}/T)}
 
-    The loss is the mean of ``l_a`` over the anchors that have at least one
-    positive. Anchors without positives (possible with V = 1) are left out
-    rather than producing the NaN of the common 0/0 implementation; a batch
-    where no anchor has a positive gives 0. Unlike the reference code, the
-    loss is not multiplied by ``T / base_temperature``.
+    An anchor whose label no other view of the global batch shares (possible
+    only with V = 1) has no positive and ``l_a`` is 0/0.
+    ``anchors_without_positives`` says what the loss does with such anchors:
+
+    * ``"exclude"`` (default): they are left out; the loss is the mean of
+      ``l_a`` over the anchors that have a positive, and a batch where no
+      anchor has one gives 0.
+    * ``"zero"``: they contribute 0 and count in a mean over all anchors. This
+      is the official HobbitLong/SupContrast code since December 2023 (older
+      copies of it compute 0/0 and return NaN).
+
+    So ``"zero"`` = (anchors with positives / all anchors) x ``"exclude"``; the
+    two agree whenever every anchor has a positive, as always with V >= 2.
+    Unlike the reference code, the loss is not multiplied by
+    ``T / base_temperature``.
 
     Args:
       z: (n, V, d) embeddings (local shard if ``axis_name``).
       labels: (n,) integer class labels.
       temperature: the softmax temperature T > 0 (paper: 0.1).
+      anchors_without_positives: ``"exclude"`` or ``"zero"``, see above.
       axis_name: mesh axis of the data-parallel batch inside ``jax.shard_map``:
-        candidates, labels and the anchor count are global.
+        candidates, labels and the anchor counts are global.
 
     Returns:
-      The scalar mean loss over the anchors with positives in the global batch.
+      The scalar loss of the global batch: the mean over the anchors with
+      positives (``"exclude"``) or over all anchors (``"zero"``).
 
     Examples:
       >>> import jax, jax.numpy as jnp
       >>> z = jax.random.normal(jax.random.key(0), (4, 2, 8))
       >>> sup_con(z, jnp.array([0, 1, 0, 1])).shape
       ()
+      >>> z = jax.random.normal(jax.random.key(0), (4, 1, 8))
+      >>> labels = jnp.array([0, 0, 1, 2])  # the views of labels 1 and 2 have no positive
+      >>> official = sup_con(z, labels, anchors_without_positives="zero")
+      >>> bool(jnp.isclose(official, 0.5 * sup_con(z, labels)))
+      True
 
     References:
       Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020,
-      https://arxiv.org/abs/2004.11362
+      https://arxiv.org/abs/2004.11362; official code
+      https://github.com/HobbitLong/SupContrast (losses.py)
     """
+    if anchors_without_positives not in ANCHORS_WITHOUT_POSITIVES:
+        raise ValueError(
+            f"anchors_without_positives={anchors_without_positives!r} is unknown; "
+            f"use one of {', '.join(map(repr, ANCHORS_WITHOUT_POSITIVES))}."
+        )
     _check_positive("temperature", temperature)
     _check_embeddings("z", z, ndim=3)
     if jnp.shape(labels) != jnp.shape(z)[:1]:
@@ -498,20 +608,36 @@ def sup_con(
         num_positives, 1
     )
     loss_sum = jnp.sum(jnp.where(has_positive, anchor_loss, 0.0))
-    anchor_count = jnp.sum(has_positive).astype(jnp.float32)
+    if anchors_without_positives == "zero":
+        # Every anchor of the global batch counts; all devices hold as many.
+        devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+        anchor_count = jnp.float32(anchors.shape[0] * devices)
+    else:
+        anchor_count = jnp.sum(has_positive).astype(jnp.float32)
+        if axis_name is not None:
+            anchor_count = jax.lax.psum(anchor_count, axis_name)
     if axis_name is not None:
         loss_sum = jax.lax.psum(loss_sum, axis_name)
-        anchor_count = jax.lax.psum(anchor_count, axis_name)
     return loss_sum / jnp.maximum(anchor_count, 1.0)
 
 
-def _pairwise_importance(similarity, is_negative, alpha_type, temperature, power):
-    """Tian's alpha: per-anchor weights over the negatives, summing to one."""
+def _pairwise_importance(
+    similarity, is_negative, alpha_type, temperature, alpha_exponent, inverse_exponent
+):
+    """Tian's alpha: per-anchor weights over the negatives, summing to one.
+
+    The unnormalised weights are luckmatters' ``w`` (``loss/nt_xent.py``): with
+    ``r = 1 - s``, ``exp(-r**alpha_exponent / temperature)`` or
+    ``1 / (r**alpha_exponent + temperature)**inverse_exponent``. They are formed
+    in log space, so the normalisation is a softmax that never overflows.
+    """
     distance = jnp.maximum(1.0 - similarity, 0.0)
+    if alpha_exponent != 1:
+        distance = distance**alpha_exponent
     if alpha_type == "exp":
-        log_weight = -(distance**power) / temperature
+        log_weight = -distance / temperature
     elif alpha_type == "inverse":
-        log_weight = -power * jnp.log(distance + temperature)
+        log_weight = -inverse_exponent * jnp.log(distance + temperature)
     else:
         log_weight = jnp.zeros_like(distance)
     return jax.nn.softmax(jnp.where(is_negative, log_weight, -jnp.inf), axis=1)
@@ -523,7 +649,9 @@ def alpha_cl(
     *,
     alpha_type: str = "exp",
     temperature: float = 0.5,
-    power: float = 1.0,
+    alpha_exponent: float = 1.0,
+    inverse_exponent: float = 1.0,
+    alpha_eps: float = 0.0,
     axis_name: str | None = None,
 ) -> jax.Array:
     r"""Tian's alpha-CL: contrastive learning as coordinate-wise optimisation.
@@ -539,23 +667,60 @@ def alpha_cl(
 
     With unit vectors ``||a - k||^2 = 2 - 2 s``, so this is (a quarter of) the
     paper's weighted difference of squared distances. Pairwise importance, with
-    ``r = 1 - s`` the cosine distance and normalised over each anchor's negatives:
+    ``r = 1 - s`` the cosine distance, ``a = alpha_exponent``,
+    ``b = inverse_exponent`` and ``tau = temperature``, normalised over each
+    anchor's negatives:
 
-    * ``'exp'``: ``alpha ∝ exp(-r**power / temperature)``; with ``power=1``
-      these are exactly the softmax weights of InfoNCE at that temperature
-      (so its negative-pair gradient is InfoNCE's times T);
-    * ``'inverse'``: ``alpha ∝ 1 / (r + temperature)**power``;
+    * ``'exp'``: ``alpha ∝ exp(-r**a / tau)``; with ``a = 1`` these are exactly
+      the softmax weights of InfoNCE at that temperature (so its negative-pair
+      gradient is InfoNCE's times T);
+    * ``'inverse'``: ``alpha ∝ 1 / (r**a + tau)**b``;
     * ``'constant'``: uniform weights: the quadratic loss (see ``quadratic``).
 
     Every anchor is one of the 2N views, as in ``nt_xent``, and its negatives
     are the other 2N - 2 views of the global batch.
 
+    The knobs are those of the official code, facebookresearch/luckmatters
+    (``ssl/real-dataset``: ``trainer.nce_loss.*`` of its hydra config, used in
+    ``loss/nt_xent.py``, read at commit 0d6abe9):
+
+    ==========================  ===========================  ==========================
+    jaxcl                       luckmatters                  meaning
+    ==========================  ===========================  ==========================
+    ``alpha_type='exp'``        ``alpha_type=exp``           ``exp(-r**a / tau)``
+    ``alpha_type='inverse'``    ``alpha_type=inverse``       ``(r**a + tau)**-b``
+    ``alpha_type='constant'``   ``loss_type=quadratic``      uniform alpha
+    (none)                      ``alpha_type=quadratic``     thresholded
+                                                             ``(mu - r**a)+ / tau``
+    ``temperature``             ``temperature``              tau
+    ``alpha_exponent``          ``alpha_exponent``           a, on r = 1 - s
+    ``inverse_exponent``        ``inverse_exponent``         b, ``'inverse'`` only
+    ``alpha_eps``               ``alpha_eps``                only 0 here, see below
+    ==========================  ===========================  ==========================
+
+    The paper's exponent p is on the distance d = ||z_a - z_k||, and r = d**2 / 2
+    for unit vectors, so p = 2 a: the README's alpha-CL command with
+    ``alpha_exponent=2`` is "p=4 in the paper".
+
+    Deliberate differences from the official ``loss_type=dual`` at that
+    commit: it uses the unnormalised weights ``w`` (its per-anchor term is
+    ``sum_k w_ak`` times this one), while jaxcl normalises alpha per anchor so
+    that the loss stays in [-2, 2] at any temperature; and jaxcl forms the
+    weights in log space. ``alpha_eps`` is accepted so that configs can use the
+    official names, but that version of ``loss/nt_xent.py`` defines no
+    ``alpha_eps``: the README's alpha-CL command sets ``alpha_eps=0`` together
+    with ``loss_type=dual2``, which that version lacks. Its meaning for other
+    values is unverified, so any value other than 0 raises instead of guessing.
+
     Args:
       z1: (n, d) embeddings of the first views (local shard if ``axis_name``).
       z2: (n, d) embeddings of the second views.
       alpha_type: ``'exp'``, ``'inverse'`` or ``'constant'``.
-      temperature: the paper's tau > 0 (reference default 0.5).
-      power: the paper's exponent p > 0 on the distance.
+      temperature: tau > 0 (reference default 0.5).
+      alpha_exponent: a > 0, the exponent on the distance r (p = 2 a in the
+        paper's notation).
+      inverse_exponent: b > 0, the outer exponent of ``'inverse'``.
+      alpha_eps: must be 0 (see above).
       axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
 
     Returns:
@@ -564,20 +729,28 @@ def alpha_cl(
     Examples:
       >>> import jax
       >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 8, 16))
-      >>> alpha_cl(z1, z2, alpha_type="inverse").shape
+      >>> alpha_cl(z1, z2, alpha_type="inverse", alpha_exponent=2.0).shape
       ()
 
     References:
       Tian, "Understanding Deep Contrastive Learning via Coordinate-wise
-      Optimization", NeurIPS 2022, https://arxiv.org/abs/2201.12680
+      Optimization", NeurIPS 2022, https://arxiv.org/abs/2201.12680; official
+      code https://github.com/facebookresearch/luckmatters/tree/main/ssl/real-dataset
     """
     if alpha_type not in ALPHA_TYPES:
         raise ValueError(
             f"alpha_type={alpha_type!r} is unknown; use one of {', '.join(ALPHA_TYPES)}."
         )
     _check_positive("temperature", temperature)
-    _check_positive("power", power)
-    similarity, self_column, positive_column = _two_view_similarities(z1, z2, axis_name)
+    _check_positive("alpha_exponent", alpha_exponent)
+    _check_positive("inverse_exponent", inverse_exponent)
+    if alpha_eps != 0:
+        raise ValueError(
+            f"alpha_eps={alpha_eps!r} is not supported; use 0 (the official alpha_eps "
+            "could not be verified, see jaxcl.losses.alpha_cl)."
+        )
+    views = _two_views(z1, z2, axis_name)
+    similarity = _similarity(views.anchors, views.candidates)
     num_columns = similarity.shape[1]
     if num_columns < 3:
         raise ValueError(
@@ -585,14 +758,20 @@ def alpha_cl(
             f"got {num_columns // 2}; pass a larger batch."
         )
     is_negative = ~(
-        _column_mask(self_column, num_columns) | _column_mask(positive_column, num_columns)
+        _column_mask(views.self_column, num_columns)
+        | _column_mask(views.positive_column, num_columns)
     )
     # alpha is the min player's choice given the current encoder: no gradient.
-    alpha = jax.lax.stop_gradient(
-        _pairwise_importance(similarity, is_negative, alpha_type, temperature, power)
+    alpha = _pairwise_importance(
+        jax.lax.stop_gradient(similarity),
+        is_negative,
+        alpha_type,
+        temperature,
+        alpha_exponent,
+        inverse_exponent,
     )
     weighted_negative = jnp.sum(jnp.where(is_negative, alpha * similarity, 0.0), axis=1)
-    positive = jnp.take_along_axis(similarity, positive_column[:, None], axis=1)[:, 0]
+    positive = jnp.take_along_axis(similarity, views.positive_column[:, None], axis=1)[:, 0]
     return _global_mean(jnp.mean(weighted_negative - positive), axis_name)
 
 

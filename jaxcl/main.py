@@ -1,6 +1,7 @@
 """Command line: ``python -m jaxcl.main --config=configs/<name>.py --workdir=DIR``.
 
-Flags only; the work is ``jaxcl.train.train_and_evaluate``. Any config key can
+Flags only; the work is ``jaxcl.run.train_and_evaluate``. Before JAX starts,
+the entry point applies jaxcl's XLA:CPU defaults (``jaxcl.xla_defaults``). Any config key can
 be overridden, e.g. ``--config.global_batch_size=512 --config.num_epochs=5``.
 Multi-process runs start ``jax.distributed`` from the flags below or, without
 them, by auto-detection (TPU pods, SLURM).
@@ -16,7 +17,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcl.xla_defaults import DEFAULT_COMPILATION_CACHE, enable_compilation_cache
+from jaxcl import distributed, xla_defaults
+from jaxcl.run import train_and_evaluate
 
 
 def _define_flags():
@@ -32,7 +34,7 @@ def _define_flags():
     flags.DEFINE_integer("process_id", None, "Index of this process (multi-process).")
     flags.DEFINE_string(
         "compilation_cache_dir",
-        DEFAULT_COMPILATION_CACHE,
+        xla_defaults.DEFAULT_COMPILATION_CACHE,
         "JAX's persistent compilation cache: later runs of a config skip compiling; '' = off.",
     )
     flags.mark_flags_as_required(["config", "workdir"])
@@ -43,16 +45,12 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from jaxcl import distributed
-
-    enable_compilation_cache(FLAGS.compilation_cache_dir)
+    xla_defaults.enable_compilation_cache(FLAGS.compilation_cache_dir)
 
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     if not distributed.is_main_process():
         # Process 0 speaks for the run; the others (and orbax in them) only warn.
         logging.set_verbosity(logging.WARNING)
-    from jaxcl.train import train_and_evaluate
-
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if distributed.is_main_process():
         logging.info("final results: %s", results)
@@ -107,6 +105,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def run():
     """Console-script entry point ``jaxcl-train``."""
+    # Before JAX starts its CPU backend, which reads XLA_FLAGS once.
+    xla_defaults.apply_cpu_defaults()
     _define_flags()
     app.run(_main, flags_parser=_parse_flags)
 

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
+import matplotlib as mpl
 import numpy as np
+from matplotlib.figure import Figure
 
-__all__ = ["plot_augmentations", "plot_embedding", "plot_training_curves"]
+from jaxcl import data
+from jaxcl.metric_writer import read_metrics
+
+__all__ = [
+    "plot_augmentations",
+    "plot_embedding",
+    "plot_training_curves",
+    "plots_directory",
+    "write_run_plots",
+]
 
 _CURVES = (
     ("loss", "contrastive loss"),
@@ -35,7 +41,9 @@ def plot_training_curves(records: list[dict], out: str, title: str = "") -> None
       out: PNG path.
       title: figure title.
     """
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    # Figures without pyplot: no global backend is switched, nothing is left open.
+    fig = Figure(figsize=(12, 6.5))
+    axes = fig.subplots(2, 3)
     steps = [r["step"] for r in records]
     for ax, (key, label) in zip(axes.flat, _CURVES, strict=True):
         values = [float(r[key]) if key in r else np.nan for r in records]
@@ -46,7 +54,6 @@ def plot_training_curves(records: list[dict], out: str, title: str = "") -> None
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
 
 
 def plot_embedding(
@@ -74,8 +81,9 @@ def plot_embedding(
     _, singular_values, components = np.linalg.svd(centred, full_matrices=False)
     projected = centred @ components[:2].T
     explained = singular_values[:2] ** 2 / np.sum(singular_values**2)
-    fig, ax = plt.subplots(figsize=(7, 6))
-    cmap = plt.get_cmap("tab10")
+    fig = Figure(figsize=(7, 6))
+    ax = fig.subplots()
+    cmap = mpl.colormaps["tab10"]
     for label in np.unique(labels):
         mask = labels == label
         name = class_names[label] if class_names and label < len(class_names) else str(label)
@@ -86,37 +94,19 @@ def plot_embedding(
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
-    plt.close(fig)
 
 
-def plot_augmentations(config, out: str, *, num_examples: int = 8) -> None:
-    """The augmentation grid of a config: originals and the views training sees at step 0.
+def plot_augmentations(spec: data.DataSpec, out: str, *, num_examples: int = 8) -> None:
+    """The augmentation grid of a run: originals and the views training sees at step 0.
 
     Args:
-      config: a training config (dataset, augmentation, image size, seed).
+      spec: the run's data (``jaxcl.data.DataSpec.from_config(config)``).
       out: PNG path.
       num_examples: rows of the grid.
     """
-    from jaxcl.data import visualize
-
-    arguments = [
-        f"--dataset={config.dataset}",
-        f"--preset={config.augmentation}",
-        f"--out={out}",
-        f"--num_examples={num_examples}",
-        f"--num_views={max(config.num_views, 4)}",
-        f"--image_size={config.image_size}",
-        f"--seed={config.seed}",
-    ]
-    if config.train_split:
-        arguments.append(f"--split={config.train_split}")
-    if config.data_dir:
-        arguments.append(f"--data_dir={config.data_dir}")
-    if config.dataset_options:
-        arguments.append(f"--dataset_options={config.dataset_options.to_dict()!r}")
-    if config.augment_options:
-        arguments.append(f"--augment_options={config.augment_options.to_dict()!r}")
-    visualize.main(arguments)
+    data.plot_augmentation_grid(
+        spec, out, num_examples=num_examples, num_views=max(spec.num_views, 4)
+    )
 
 
 def plots_directory(workdir: str) -> str:
@@ -124,3 +114,33 @@ def plots_directory(workdir: str) -> str:
     path = os.path.join(workdir, "plots")
     os.makedirs(path, exist_ok=True)
     return path
+
+
+def write_run_plots(config, spec: data.DataSpec, workdir: str, results) -> None:
+    """Writes a run's three PNGs into ``workdir/plots``.
+
+    Training curves (from ``metrics.jsonl``), the PCA of the test features and
+    the augmentation grid.
+
+    Args:
+      config: the run's config (for the titles).
+      spec: the run's data.
+      workdir: the run directory.
+      results: a ``jaxcl.evaluation.EvalResult`` (test features, ``linear_top1``).
+    """
+    directory = plots_directory(workdir)
+    name = f"{config.method} / {config.model} / {config.dataset}"
+    records = read_metrics(workdir)
+    if records:
+        plot_training_curves(records, f"{directory}/training_curves.png", title=name)
+    class_names = (
+        list(data.FASHION_MNIST_CLASS_NAMES) if config.dataset == "fashion_mnist" else None
+    )
+    plot_embedding(
+        results.test_features,
+        results.test_labels,
+        f"{directory}/embedding_pca.png",
+        class_names=class_names,
+        title=f"{name}: test features, linear top-1 {100 * results['linear_top1']:.2f}%",
+    )
+    plot_augmentations(spec, f"{directory}/augmentations.png")

@@ -1,7 +1,8 @@
-"""The training loop: ``train_and_evaluate(config, workdir)``, for every method.
+"""The trainer and the training loop, for every method.
 
-Read top to bottom: configuration checks, the train state, the jitted step,
-then the loop that feeds it, logs, checkpoints and evaluates.
+Read top to bottom: the ``Trainer`` (networks, optimizer, the train state and
+the jitted step), then ``train``, the loop that feeds it, logs and checkpoints.
+Evaluation is not here: ``jaxcl.run.train_and_evaluate`` composes the two.
 
 Parallelism. One ``jax.jit``-compiled step runs over a one-axis data mesh that
 spans every device of every process. Inside it, ``jax.shard_map`` gives each
@@ -17,196 +18,55 @@ runs once on the replicated gradient, outside the shard_map.
 from __future__ import annotations
 
 import contextlib
-import difflib
+import dataclasses
 import functools
-import json
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
 
-from jaxcl import distributed, optim
+from jaxcl import data, distributed, optim
 from jaxcl.checkpoint import Checkpointer, abstract_like
+from jaxcl.config import save_config, validate_config
+from jaxcl.contrastive_network import build_network, resolve_compute_dtype
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
 from jaxcl.methods.base import monitoring_metrics
-from jaxcl.methods.network import build_network, resolve_compute_dtype
+from jaxcl.metric_writer import MetricsWriter, truncate_metrics
 from jaxcl.models import functional
+from jaxcl.stopping import (
+    NonFiniteLossError,
+    NonfiniteMonitor,
+    StopRequested,
+    kept_checkpoint,
+    stop_agreed,
+)
 
-__all__ = ["Trainer", "train_and_evaluate", "validate_config"]
+__all__ = ["TrainResult", "Trainer", "restore_or_initialize", "train", "train_batches"]
 
 TrainState = dict[str, Any]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def _options(config_value) -> dict:
-    return dict(config_value) if config_value else {}
-
-
-def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
-    """Checks a config before anything expensive starts.
-
-    Each problem raises a one-line ``ValueError`` naming the key, the value and
-    the fix: keys unknown to ``jaxcl.config.default_config`` (a locked config
-    already refuses them; this catches configs built as plain dicts) or missing
-    from it, names of methods, models, datasets, augmentations and optimizers,
-    batch sizes that do not split over the devices, temperature, MoCo queue,
-    crop size, augmentation options and dataset files that are not there.
-
-    Args:
-      config: the training config.
-      num_devices: devices of the data mesh (all processes).
-    """
-    from jaxcl import data, models
-    from jaxcl.config import default_config
-    from jaxcl.methods import METHOD_NAMES
-
-    def fail(key, problem, fix):
-        raise ValueError(f"config.{key}={_plain(config[key])!r} {problem}; {fix}.")
-
-    _check_keys(config, default_config())
-    if config.method not in METHOD_NAMES:
-        fail("method", "is unknown", f"use one of {', '.join(METHOD_NAMES)}")
-    if config.model not in models.available():
-        fail("model", "is unknown", f"use one of {', '.join(models.available())}")
-    if config.dataset not in data.DATASET_NAMES:
-        fail("dataset", "is unknown", f"use one of {', '.join(data.DATASET_NAMES)}")
-    if config.augmentation not in data.PRESET_NAMES:
-        fail("augmentation", "is unknown", f"use one of {', '.join(data.PRESET_NAMES)}")
-    if config.optimizer not in optim.OPTIMIZERS:
-        fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
-    if config.global_batch_size <= 0 or config.global_batch_size % num_devices:
-        fail(
-            "global_batch_size",
-            f"is not a positive multiple of the {num_devices} devices",
-            f"use a multiple of {num_devices}",
-        )
-    if config.temperature <= 0:
-        fail("temperature", "must be > 0", "use e.g. 0.1 (SimCLR) or 0.2 (MoCo v2)")
-    if config.num_steps <= 0 and config.num_epochs <= 0:
-        fail("num_epochs", "and num_steps are both <= 0", "set one of them > 0")
-    if config.method == "mocov2" and config.queue_size < config.global_batch_size:
-        fail(
-            "queue_size",
-            f"is smaller than global_batch_size={config.global_batch_size}",
-            "use a queue at least as large as the batch",
-        )
-    if config.method in ("mocov2", "mocov3") and not 0 <= config.momentum_encoder_decay < 1:
-        fail("momentum_encoder_decay", "must be in [0, 1)", "use e.g. 0.99 or 0.999")
-    if config.num_views < 2:
-        fail("num_views", "must be >= 2", "contrastive methods need two views of each image")
-    if config.nonfinite_loss not in ("raise", "skip"):
-        fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
-    if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
-        fail("compute_dtype", "is unsupported", "use 'auto', 'float32' or 'bfloat16'")
-    for key in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints_to_keep"):
-        if config[key] < 1:
-            fail(key, "must be >= 1", f"set config.{key} to a positive number of steps")
-    try:
-        info = data.dataset_info(config.dataset, _options(config.dataset_options))
-    except ValueError as error:
-        fail("dataset_options", f"is invalid ({error})", "pass only the options listed")
-    # The random crop is resized to image_size: a larger size only upsamples
-    # (ImageNet's images vary in size, so there is nothing to compare with).
-    native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
-    if config.image_size <= 0 or (native is not None and config.image_size > native):
-        fail(
-            "image_size",
-            f"does not fit the {config.dataset} images of side {native}",
-            f"use an image_size between 1 and {native}",
-        )
-    try:
-        data.get_preset(config.augmentation, **_options(config.augment_options))
-    except (ValueError, TypeError) as error:
-        fail("augment_options", f"is invalid ({error})", "see jaxcl.data.AugmentConfig")
-    _check_dataset_files(config)
-
-
-# Sub-configs whose keys belong to the dataset, augmentation or model chosen;
-# dataset_info, get_preset and the model registry check them.
-_FREE_FORM_KEYS = ("dataset_options", "augment_options", "model_options")
-
-
-def _plain(value):
-    """A config value as plain Python, whose repr fits on one line."""
-    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
-
-
-def _check_keys(config, defaults, prefix: str = "") -> None:
-    """Raises for keys of ``config`` that ``defaults`` lacks and the reverse."""
-    for key in config:
-        if key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
-            fix = f"did you mean config.{prefix}{close[0]}?" if close else "remove it."
-            raise ValueError(
-                f"config.{prefix}{key}={_plain(config[key])!r} is not a jaxcl config key; {fix}"
-            )
-        if key not in _FREE_FORM_KEYS and isinstance(defaults[key], ml_collections.ConfigDict):
-            _check_keys(config[key], defaults[key], f"{prefix}{key}.")
-    for key in defaults:
-        if key not in config:
-            raise ValueError(
-                f"config.{prefix}{key} is missing; build configs from "
-                f"jaxcl.config.default_config() (its value there: {_plain(defaults[key])!r})."
-            )
-
-
-def _check_dataset_files(config) -> None:
-    """Raises when the files a dataset is read from are known to be missing.
-
-    Only what can be known without a download: an explicit Fashion-MNIST
-    ``source_dir``, and ImageNet, which TFDS cannot download.
-    """
-    options = _options(config.dataset_options)
-    if config.dataset == "fashion_mnist" and "source_dir" in options:
-        from jaxcl.data import fashion_mnist_debian
-
-        if not fashion_mnist_debian.source_files_exist(options["source_dir"]):
-            raise ValueError(
-                f"config.dataset_options.source_dir={options['source_dir']!r} holds no "
-                "Fashion-MNIST IDX files (train-images-idx3-ubyte.gz ...); run "
-                f"{fashion_mnist_debian.INSTALL_HINT} and drop the option, or point it "
-                "at the directory of the four files."
-            )
-    if config.dataset == "imagenet2012":
-        import tensorflow_datasets as tfds
-
-        builder = tfds.builder("imagenet2012", data_dir=config.data_dir or None)
-        manual_dir = options.get("manual_dir", "")
-        tars = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
-        has_tars = manual_dir and all(
-            os.path.isfile(os.path.join(manual_dir, name)) for name in tars
-        )
-        if not builder.is_prepared() and not has_tars:
-            raise ValueError(
-                f"config.dataset_options.manual_dir={manual_dir!r} does not hold "
-                f"{' and '.join(tars)} and imagenet2012 is not prepared in "
-                f"config.data_dir={config.data_dir!r}; download the two tar files from "
-                "image-net.org and set dataset_options.manual_dir to their directory."
-            )
-
-
-def _cosine_momentum(base: float, step, total_steps: int):
-    """MoCo v3 / BYOL momentum: from ``base`` at step 0 to 1 at the end, cosine."""
-    progress = jnp.minimum(step / max(total_steps, 1), 1.0)
-    return 1.0 - (1.0 - base) * (jnp.cos(jnp.pi * progress) + 1.0) / 2.0
+# on_log(step, state, is_last) -> extra metrics to log at that step.
+LogHook = Callable[[int, TrainState, bool], dict[str, float]]
 
 
 class Trainer:
     """Everything static about a run: networks, optimizer, schedules and the step.
+
+    Constructing one validates the config and builds only structures (shapes and
+    dtypes, via ``nnx.eval_shape``); the parameters are created by the jitted
+    ``initial_state``, directly with the mesh's replicated sharding.
 
     Args:
       config: the training config (see ``jaxcl.config.default_config``).
@@ -214,21 +74,16 @@ class Trainer:
     """
 
     def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
-        from jaxcl import data
-
         self.config = config
         self.mesh = mesh if mesh is not None else distributed.data_mesh()
         validate_config(config, num_devices=self.mesh.size)
         self.method = get_method(config.method)
-        self.info = data.dataset_info(config.dataset, _options(config.dataset_options))
-        self.num_classes = self.info.num_classes
-        self.in_channels = self.info.image_shape[-1]
-        self.steps_per_epoch = data.steps_per_epoch(
-            config.dataset,
-            config.train_split or None,
-            config.global_batch_size,
-            dataset_options=_options(config.dataset_options),
-        )
+        self.settings = config[self.method.name]
+        self.data = data.DataSpec.from_config(config)
+        info = self.data.info
+        self.num_classes = info.num_classes
+        self.in_channels = info.image_shape[-1]
+        self.steps_per_epoch = self.data.steps_per_epoch()
         if config.num_steps > 0:
             self.total_steps = int(config.num_steps)
         else:
@@ -246,36 +101,39 @@ class Trainer:
             trust_coefficient=config.trust_coefficient,
         )
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype)
-        network = self._build_network(online=True, seed=config.seed)
-        self.graphdef, self._initial_params, self._initial_batch_stats = functional.split(network)
+        # Structures only: nnx.eval_shape creates no parameter.
+        self.graphdef = functional.split(nnx.eval_shape(lambda: self._network(online=True)))[0]
         self.momentum_graphdef = None
         if self.method.uses_momentum_encoder:
-            momentum_network = self._build_network(online=False, seed=config.seed)
+            momentum_network = nnx.eval_shape(lambda: self._network(online=False))
             self.momentum_graphdef = functional.split(momentum_network)[0]
-        self.trace_count = 0
-        self.train_step = jax.jit(self._train_step, donate_argnums=0)
+        self.replicated = NamedSharding(self.mesh, P())
+        self.initial_state = jax.jit(self._init_state, out_shardings=self.replicated)
+        self.train_step = jax.jit(
+            self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated)
+        )
 
-    def _build_network(self, *, online: bool, seed: int):
+    def _network(self, *, online: bool):
         return build_network(
             self.config,
+            self.method,
             num_classes=self.num_classes,
             in_channels=self.in_channels,
             bn_axis_name=DATA_AXIS,
-            rngs=nnx.Rngs(seed),
+            rngs=nnx.Rngs(self.config.seed),
             online=online,
         )
 
     # ----------------------------------------------------------------- state
 
-    def initial_state(self) -> TrainState:
-        """A fresh train state, replicated on the mesh."""
-        params, batch_stats = self._initial_params, self._initial_batch_stats
+    def _init_state(self) -> TrainState:
+        """A fresh train state (jitted as ``initial_state``, replicated on the mesh)."""
+        _, params, batch_stats = functional.split(self._network(online=True))
         state = {
             "step": jnp.zeros((), jnp.int32),
             "params": params,
             "batch_stats": batch_stats,
             "opt_state": self.optimizer.init(params),
-            "rng": jax.random.key_data(jax.random.key(self.config.seed)),
         }
         if self.method.uses_momentum_encoder:
             # The momentum encoder starts as a copy of the online encoder and projector.
@@ -285,20 +143,17 @@ class Trainer:
             }
         if self.method.init_extras is not None:
             extras_rng = jax.random.fold_in(jax.random.key(self.config.seed), 1)
-            state["extras"] = self.method.init_extras(self.config, extras_rng)
-        state = jax.tree.map(jnp.array, state)  # fresh buffers: the step donates them
-        return distributed.replicate(state, self.mesh)
+            state["extras"] = self.method.init_extras(self.settings, self.config, extras_rng)
+        return state
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state, for restoring checkpoints."""
-        replicated = jax.sharding.NamedSharding(self.mesh, P())
-        return abstract_like(jax.eval_shape(self.initial_state), replicated)
+        return abstract_like(jax.eval_shape(self._init_state), self.replicated)
 
     # ------------------------------------------------------------------ step
 
     def _per_device_step(self, params, batch_stats, momentum, extras, step, views, labels):
         """Gradients and new statistics of one device's slice of the batch."""
-        self.trace_count += 1
         config, method = self.config, self.method
         local_batch, num_views = views.shape[:2]
         # All views go through the network in one pass, so BatchNorm normalises
@@ -332,7 +187,9 @@ class Trainer:
                 else None,
                 momentum_projections=momentum_projections,
             )
-            loss, new_extras, metrics = method.loss(embeddings, labels, extras, config, DATA_AXIS)
+            loss, new_extras, metrics = method.loss(
+                embeddings, labels, extras, self.settings, DATA_AXIS
+            )
             # Online probe on the first view; label -1 marks unlabelled examples.
             probe_logits = outputs["probe_logits"][:local_batch]
             labelled = (labels >= 0).astype(jnp.float32)
@@ -372,7 +229,6 @@ class Trainer:
                 "params": state["momentum_params"],
                 "batch_stats": state["momentum_batch_stats"],
             }
-        extras = state.get("extras", {})
         sharded = jax.shard_map(
             self._per_device_step,
             mesh=self.mesh,
@@ -383,7 +239,7 @@ class Trainer:
             state["params"],
             state["batch_stats"],
             momentum,
-            extras,
+            state.get("extras", {}),
             state["step"],
             batch["views"],
             batch["label"],
@@ -398,9 +254,7 @@ class Trainer:
             "opt_state": opt_state,
         }
         if self.method.uses_momentum_encoder:
-            decay = self.config.momentum_encoder_decay
-            if self.method.momentum_schedule == "cosine":
-                decay = _cosine_momentum(decay, state["step"], self.total_steps)
+            decay = self.method.momentum_decay(self.settings, state["step"], self.total_steps)
             new_state["momentum_params"] = jax.tree.map(
                 lambda target, online: decay * target + (1.0 - decay) * online,
                 state["momentum_params"],
@@ -413,7 +267,7 @@ class Trainer:
         grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
         # The parameters too: a finite gradient can still overflow in the update.
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
-        if self.config.nonfinite_loss == "skip":
+        if config.nonfinite_loss == "skip":
             # Keep everything but the step counter when this step went non-finite.
             kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
             new_state = {**kept, "step": state["step"] + 1}
@@ -427,7 +281,7 @@ class Trainer:
 
     # -------------------------------------------------------------- features
 
-    def encoder_fn(self, state: TrainState):
+    def encoder_fn(self, state: TrainState) -> Callable[[jax.Array], jax.Array]:
         """A function from images to encoder features in evaluation mode (jitted once)."""
         params, batch_stats = state["params"], state["batch_stats"]
         return lambda images: self._encode(params, batch_stats, images)
@@ -449,165 +303,6 @@ class Trainer:
 # ---------------------------------------------------------------------- loop
 
 
-class _StopRequested:
-    """Turns SIGTERM/SIGINT into a flag the loop checks between steps.
-
-    The loop then saves a checkpoint of the step just finished and exits with
-    status 128 + the signal number. A second SIGINT (Ctrl-C again) gets Python's
-    usual KeyboardInterrupt at once, for when the save itself is stuck; repeated
-    SIGTERMs are ignored, because launchers often send one to each process of a
-    job and to the job as a whole, and schedulers follow up with SIGKILL anyway.
-    """
-
-    def __init__(self):
-        self.signal_number = None
-        self._previous = {}
-
-    def __enter__(self):
-        for number in (signal.SIGTERM, signal.SIGINT):
-            # Outside the main thread signals cannot be caught: leave them alone.
-            with contextlib.suppress(ValueError):
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def _handle(self, number, frame):
-        # No logging here: the handler may interrupt the logging module itself.
-        if self.signal_number is None:
-            self.signal_number = number
-        if signal.SIGINT in self._previous:
-            signal.signal(signal.SIGINT, self._previous[signal.SIGINT])
-
-    def __exit__(self, *exc):
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def __bool__(self):
-        return self.signal_number is not None
-
-
-def _stop_agreed(stop: _StopRequested, *, sync_point: bool) -> bool:
-    """Whether the loop stops after this step.
-
-    One process stops at the first step after a signal. Several processes must
-    save the same step together, and a signal can reach them steps apart, so
-    they agree (any one signalled) at log and checkpoint steps only, where the
-    loop waits for the device anyway.
-    """
-    if jax.process_count() == 1:
-        return bool(stop)
-    if not sync_point:
-        return False
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(stop)))))
-
-
-@jax.jit
-def _fold_nonfinite(first_bad, bad_count, finite, step):
-    bad = finite == 0
-    first_bad = jnp.where(bad & (first_bad < 0), step, first_bad)
-    return first_bad, bad_count + bad.astype(jnp.int32)
-
-
-class _NonfiniteMonitor:
-    """The first non-finite step and the count of them, kept on the device.
-
-    Reading ``metrics['finite']`` on the host every step would make each step
-    wait for the previous one to finish, losing the overlap of host and device
-    work. Instead one tiny jitted call per step (dispatched asynchronously, no
-    transfer back) folds the flag into two scalars, which the host reads only
-    where it waits anyway or must: at log steps, before every checkpoint and on
-    a signal. So 'raise' names the exact first bad step and never checkpoints a
-    diverged state, at the cost of running on until the next such read.
-    """
-
-    def __init__(self):
-        # Host values: jit places them wherever the flags are, on any mesh.
-        self._first_bad, self._bad_count = np.int32(-1), np.int32(0)
-        self._warned_count = 0
-
-    def update(self, finite: jax.Array, step: int) -> None:
-        """Folds in the ``finite`` flag of ``step`` (1-based, as in metrics)."""
-        self._first_bad, self._bad_count = _fold_nonfinite(
-            self._first_bad, self._bad_count, finite, step
-        )
-
-    def read(self) -> tuple[int | None, int]:
-        """``(first non-finite step or None, number of non-finite steps)``; syncs."""
-        first_bad, bad_count = (int(x) for x in jax.device_get((self._first_bad, self._bad_count)))
-        return (first_bad if first_bad >= 0 else None), bad_count
-
-    def warn_if_new(self, bad_count: int, step: int) -> None:
-        """Logs skipped updates once per log step that saw new ones."""
-        if bad_count > self._warned_count:
-            logging.warning(
-                "skipped %d non-finite update(s) up to step %d (%d in all)",
-                bad_count - self._warned_count,
-                step,
-                bad_count,
-            )
-            self._warned_count = bad_count
-
-
-def _kept(checkpointer: Checkpointer) -> str:
-    """Which checkpoint a stopped run leaves to resume from, in words."""
-    checkpointer.wait()
-    latest = checkpointer.latest_step()
-    if latest is None:
-        return f"no checkpoint was written to {checkpointer.directory}"
-    return f"kept the last good checkpoint, step {latest}, in {checkpointer.directory}"
-
-
-def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """Writes ``workdir/config.json`` (read back by ``jaxcl.eval`` and ``load_encoder``)."""
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in ``workdir`` was trained with."""
-    from jaxcl.config import default_config
-
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path} does not exist; pass the --workdir of a jaxcl training run."
-        )
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    config = default_config()
-    config.unlock()
-    _merge_saved(config, saved)
-    config.lock()
-    return config
-
-
-def _merge_saved(config: ml_collections.ConfigDict, saved: dict) -> None:
-    # Structured sections (eval) merge key by key, so keys added to jaxcl since
-    # the run keep their defaults; free-form option dicts (dataset_options),
-    # empty in the defaults, are replaced whole.
-    for key, value in saved.items():
-        default = config.get(key)
-        if isinstance(value, dict) and isinstance(default, ml_collections.ConfigDict) and default:
-            _merge_saved(default, value)
-        else:
-            config[key] = value
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
-
-
 def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> TrainState:
     """The latest readable checkpoint's state, or a fresh one.
 
@@ -622,59 +317,57 @@ def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> Train
     return state
 
 
-def train_batches(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, start_step: int = 0):
-    """The training batches of ``config`` from ``start_step`` on, prefetched onto ``mesh``.
+def train_batches(trainer: Trainer, start_step: int = 0):
+    """The training batches of a run from ``start_step`` on, prefetched onto its mesh.
 
     Args:
-      config: the training config.
-      mesh: the data mesh.
+      trainer: the run's trainer (its data and mesh).
       start_step: the step to resume from (the pipeline is a function of the step).
 
     Returns:
       An iterator of ``{'views', 'label'}`` global arrays sharded over 'data';
       ``close()`` it to stop its prefetch thread.
     """
-    from jaxcl import data
-
-    iterator = data.make_train_iterator(
-        config.dataset,
-        split=config.train_split or None,
-        preset=config.augmentation,
-        global_batch_size=config.global_batch_size,
-        image_size=config.image_size,
-        num_views=config.num_views,
-        seed=config.seed,
-        start_step=start_step,
-        data_dir=config.data_dir or None,
-        dataset_options=_options(config.dataset_options),
-        augment_options=_options(config.augment_options),
-    )
-    return distributed.prefetch_to_mesh(iterator, mesh, keys=("views", "label"))
+    iterator = trainer.data.train_iterator(start_step)
+    return distributed.prefetch_to_mesh(iterator, trainer.mesh, keys=("views", "label"))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains ``config.method`` and evaluates the encoder; resumes if ``workdir`` has a run.
+def _progress_bar(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
 
-    The entry point of the CLI (``python -m jaxcl.main``) and of notebooks.
+
+@dataclasses.dataclass
+class TrainResult:
+    """What ``train`` returns: the final state and the last logged metrics."""
+
+    state: TrainState
+    summary: dict[str, float]
+
+
+def train(trainer: Trainer, workdir: str, *, on_log: LogHook | None = None) -> TrainResult:
+    """Trains ``trainer``'s config in ``workdir``, resuming from its newest checkpoint.
+
     Running it again on the same ``workdir`` continues from the newest
     checkpoint and yields the same parameters as an uninterrupted run: the
     input pipeline's position is the step, and its randomness is a function of
-    (seed, example, epoch).
+    (seed, example, epoch). SIGTERM or SIGINT saves the current step and exits
+    with status 128 + the signal number.
 
     Args:
-      config: a training config (``configs/*.py`` or ``jaxcl.config.default_config``).
-      workdir: directory for checkpoints, metrics, plots and results.
+      trainer: ``Trainer(config)`` of the run (constructing it validated the config).
+      workdir: directory for checkpoints, metrics and the run's ``config.json``.
+      on_log: called at each log step with ``(step, state, is_last)``; the
+        metrics it returns are logged with the step's (the kNN monitor).
 
     Returns:
-      The final metrics, plus the evaluation results when ``config.eval.run_at_end``.
+      A ``TrainResult`` with the final state and the last logged metrics.
     """
-    from jaxcl.metrics import MetricsWriter, truncate_metrics
-
-    os.makedirs(workdir, exist_ok=True)
-    trainer = Trainer(config)
-    mesh = trainer.mesh
+    config = trainer.config
     main = distributed.is_main_process()
     if main:
+        os.makedirs(workdir, exist_ok=True)
         save_config(config, workdir)
     checkpointer = Checkpointer(
         workdir, max_to_keep=config.max_checkpoints_to_keep, cleanup_tmp=True
@@ -689,18 +382,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         MetricsWriter(workdir, purge_step=start_step + 1 if start_step else None) if main else None
     )
     summary: dict[str, float] = {}
-
-    batches = train_batches(config, mesh, start_step)
-    knn_monitor = _KnnMonitor(trainer) if config.knn_every_steps > 0 else None
-
-    step = start_step
-    stopping = False
-    nonfinite = _NonfiniteMonitor()
+    batches = train_batches(trainer, start_step)
+    step, stopping = start_step, False
+    nonfinite = NonfiniteMonitor()
     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
     try:
         with (
-            jax.set_mesh(mesh),
-            _StopRequested() as stop,
+            jax.set_mesh(trainer.mesh),
+            StopRequested() as stop,
             _progress_bar(total_steps, start_step, main and config.progress_bar) as bar,
         ):
             while step < total_steps:
@@ -716,7 +405,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 last = step == total_steps
                 log_now = step % config.log_every_steps == 0 or last
                 save_now = step % config.checkpoint_every_steps == 0 or last
-                stopping = _stop_agreed(stop, sync_point=log_now or save_now)
+                stopping = stop_agreed(stop, sync_point=log_now or save_now)
                 if log_now or save_now or stopping:
                     # Read before anything is written: no checkpoint may hold a
                     # diverged state, and the error names the first bad step.
@@ -724,7 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     if first_bad is not None and config.nonfinite_loss == "raise":
                         raise NonFiniteLossError(
                             f"non-finite loss, gradient or parameters at step {first_bad} "
-                            f"(noticed at step {step}); {_kept(checkpointer)}; lower "
+                            f"(noticed at step {step}); {kept_checkpoint(checkpointer)}; lower "
                             "config.learning_rate or set config.nonfinite_loss='skip'."
                         )
                 if log_now or stopping:
@@ -737,8 +426,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     if config.nonfinite_loss == "skip":
                         summary["skipped_steps"] = bad_count
                         nonfinite.warn_if_new(bad_count, step)
-                    if knn_monitor is not None and (step % config.knn_every_steps == 0 or last):
-                        summary["knn_top1"] = knn_monitor(state)
+                    if on_log is not None:
+                        summary.update(on_log(step, state, last))
                     if writer is not None:
                         writer.write(step, summary)
                     if bar is not None:
@@ -763,54 +452,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         number = stop.signal_number or signal.SIGTERM
         logging.warning("%s: saved step %d, exiting", signal.Signals(number).name, step)
         raise SystemExit(128 + number)
-    results = dict(summary)
-    if config.eval.run_at_end:
-        from jaxcl.eval import evaluate_state
-
-        results.update(evaluate_state(trainer, state, workdir))
-    return results
-
-
-class _KnnMonitor:
-    """Weighted kNN accuracy on a fixed subset, run every ``knn_every_steps``."""
-
-    def __init__(self, trainer: Trainer):
-        from jaxcl import data
-
-        config = trainer.config
-        self.trainer = trainer
-        common = {
-            "image_size": config.image_size,
-            "data_dir": config.data_dir or None,
-            "dataset_options": _options(config.dataset_options),
-        }
-        self.train_images, self.train_labels = data.make_eval_arrays(
-            config.dataset,
-            split=config.eval_train_split,
-            max_examples=config.knn_train_examples,
-            **common,
-        )
-        self.test_images, self.test_labels = data.make_eval_arrays(
-            config.dataset,
-            split=config.eval_test_split,
-            max_examples=max(1000, config.knn_train_examples // 5),
-            **common,
-        )
-
-    def __call__(self, state: TrainState) -> float:
-        from jaxcl import evaluate
-
-        config = self.trainer.config
-        encode = self.trainer.encoder_fn(state)
-        batch = config.eval.feature_batch_size
-        train = evaluate.extract_features(encode, self.train_images, batch_size=batch)
-        test = evaluate.extract_features(encode, self.test_images, batch_size=batch)
-        return evaluate.knn_accuracy(
-            train,
-            self.train_labels,
-            test,
-            self.test_labels,
-            num_classes=self.trainer.num_classes,
-            k=config.knn_k,
-            temperature=config.knn_temperature,
-        )
+    return TrainResult(state, summary)

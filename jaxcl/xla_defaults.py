@@ -8,11 +8,14 @@ XLA's own (Eigen) convolutions are faster: measured in one process each on the
 ResNet-18 benchmark step against PyTorch from 0.77-0.95x to 1.01-1.18x
 (``python bench/train_step.py``; docs/benchmarks.md).
 
-XLA reads ``XLA_FLAGS`` once, when the first backend starts, so this only takes
-effect if ``jaxcl`` is imported before the first JAX computation (importing
-``jax`` alone starts nothing). It never overrides a value the user set, it
-leaves jaxlib versions it was not measured on alone (an unknown flag aborts XLA),
-and ``JAXCL_XLA_DEFAULTS=0`` turns it off.
+XLA reads ``XLA_FLAGS`` once, when the first backend starts, so
+``apply_cpu_defaults()`` only takes effect before the first JAX computation
+(importing ``jax`` alone starts nothing). The CLIs (``jaxcl.main``,
+``jaxcl.eval``) call it first thing; importing ``jaxcl`` does not. In a
+notebook, the one-liner is ``jaxcl.xla_defaults.apply_cpu_defaults()`` in the
+first cell. It never overrides a value the user set, it leaves jaxlib versions
+it was not measured on alone (an unknown flag aborts XLA), and
+``JAXCL_XLA_DEFAULTS=0`` turns it off.
 """
 
 from __future__ import annotations

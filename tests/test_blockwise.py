@@ -1,4 +1,11 @@
-"""Blockwise NT-Xent equals the dense loss, sharded or not, and stays small in memory."""
+"""Blockwise NT-Xent equals the dense loss, sharded or not, and stays small in memory.
+
+Also the kernel under it, ``jaxcl.tiled_logsumexp``, and that it stands alone.
+"""
+
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +14,7 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcl import blockwise, losses
+from jaxcl import losses, tiled_logsumexp
 
 RTOL = 1e-5
 ATOL = 1e-5
@@ -26,7 +33,7 @@ def _dense(temperature):
 
 
 def _blocked(temperature, block_size):
-    return lambda z1, z2: blockwise.nt_xent_blockwise(
+    return lambda z1, z2: losses.nt_xent_blockwise(
         z1, z2, temperature=temperature, block_size=block_size
     )
 
@@ -85,7 +92,7 @@ class TestEqualsDense:
         assert "custom_vjp" in str(
             jax.make_jaxpr(lambda a, b: losses.nt_xent(a, b, block_size=4))(z1, z2)
         )
-        assert losses.nt_xent_blockwise is blockwise.nt_xent_blockwise
+        assert "nt_xent_blockwise" in losses.__all__
 
 
 def _sharded(loss_fn, mesh, args):
@@ -113,7 +120,7 @@ def test_sharded_equals_single_device(mesh, block_size):
     z1, z2 = _random((48, 8), 9), _random((48, 8), 10)
 
     def loss_fn(z1, z2, axis_name=None):
-        return blockwise.nt_xent_blockwise(
+        return losses.nt_xent_blockwise(
             z1, z2, temperature=0.3, axis_name=axis_name, block_size=block_size
         )
 
@@ -150,7 +157,7 @@ def test_jit_does_not_retrace():
     @jax.jit
     def step(z1, z2):
         traces.append(1)
-        return jax.value_and_grad(blockwise.nt_xent_blockwise, argnums=(0, 1))(z1, z2, block_size=8)
+        return jax.value_and_grad(losses.nt_xent_blockwise, argnums=(0, 1))(z1, z2, block_size=8)
 
     for seed in range(3):
         jax.block_until_ready(step(_random((20, 4), seed), _random((20, 4), seed + 10)))
@@ -188,12 +195,12 @@ class TestNumerics:
     def test_masked_logsumexp_row_without_columns_is_minus_inf(self):
         anchors = jnp.ones((2, 3))
         candidates = jnp.ones((1, 3))
-        value = blockwise.masked_logsumexp(anchors, candidates, jnp.array([0, -1]), 1)
+        value = tiled_logsumexp.masked_logsumexp(anchors, candidates, jnp.array([0, -1]), 1)
         assert value[0] == -jnp.inf
         np.testing.assert_allclose(value[1], 3.0)
 
         def finite_rows(anchors, candidates):
-            return blockwise.masked_logsumexp(anchors, candidates, jnp.array([0, -1]), 1)[1]
+            return tiled_logsumexp.masked_logsumexp(anchors, candidates, jnp.array([0, -1]), 1)[1]
 
         grads = jax.grad(finite_rows, argnums=(0, 1))(anchors, candidates)
         assert all(np.all(np.isfinite(g)) for g in grads)
@@ -201,9 +208,9 @@ class TestNumerics:
     def test_bad_block_size_raises(self):
         z = _random((4, 3), 17)
         with pytest.raises(ValueError, match="block_size"):
-            blockwise.nt_xent_blockwise(z, z, block_size=0)
+            losses.nt_xent_blockwise(z, z, block_size=0)
         with pytest.raises(ValueError, match="temperature"):
-            blockwise.nt_xent_blockwise(z, z, temperature=-1.0)
+            losses.nt_xent_blockwise(z, z, temperature=-1.0)
 
 
 def test_memory_is_linear_in_the_batch():
@@ -222,3 +229,18 @@ def test_memory_is_linear_in_the_batch():
     assert temp_bytes(4096, 0) > 3.5 * temp_bytes(2048, 0)
     assert temp_bytes(4096, 256) < dense_logits / 4
     assert temp_bytes(8192, 256) < 2.5 * temp_bytes(4096, 256)
+
+
+def test_kernel_module_imports_nothing_of_jaxcl():
+    """``jaxcl.tiled_logsumexp`` stands alone and ``jaxcl.losses`` has no import cycle."""
+    with open(tiled_logsumexp.__file__) as source_file:
+        source = source_file.read()
+    assert "import jaxcl" not in source and "from jaxcl" not in source
+    # A fresh interpreter imports the kernel without the losses, then the losses.
+    code = (
+        "import sys, jaxcl.tiled_logsumexp; "
+        "assert 'jaxcl.losses' not in sys.modules; "
+        "import jaxcl.losses as losses; assert callable(losses.nt_xent_blockwise)"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)

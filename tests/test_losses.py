@@ -65,7 +65,7 @@ def numpy_uniformity(z, t):
     return np.log(np.mean(values))
 
 
-def numpy_sup_con(z, labels, temperature):
+def numpy_sup_con(z, labels, temperature, anchors_without_positives="exclude"):
     n, v, _ = z.shape
     flat = _unit(z).reshape(n * v, -1)
     flat_labels = np.repeat(labels, v)
@@ -74,13 +74,36 @@ def numpy_sup_con(z, labels, temperature):
     for a in range(n * v):
         positives = [p for p in range(n * v) if p != a and flat_labels[p] == flat_labels[a]]
         if not positives:
+            # The official code (SupContrast since Dec 2023) scores such an anchor 0.
+            if anchors_without_positives == "zero":
+                losses_per_anchor.append(0.0)
             continue
         terms = [_log_softmax_row(logits[a], p, excluded={a}) for p in positives]
         losses_per_anchor.append(-np.mean(terms))
     return np.mean(losses_per_anchor) if losses_per_anchor else 0.0
 
 
-def numpy_alpha_cl(z1, z2, alpha_type, temperature, power):
+def numpy_official_alpha(distance, alpha_type, temperature, alpha_exponent, inverse_exponent):
+    """luckmatters' unnormalised w (loss/nt_xent.py): r**a first, then exp or inverse."""
+    w = distance**alpha_exponent
+    if alpha_type == "exp":
+        return np.exp(-w / temperature)
+    if alpha_type == "inverse":
+        return 1 / (w + temperature) ** inverse_exponent
+    return np.ones_like(distance)
+
+
+def numpy_pre_release_alpha(distance, alpha_type, temperature, power):
+    """jaxcl's weights before alpha_exponent/inverse_exponent: one ``power`` keyword."""
+    if alpha_type == "exp":
+        return np.exp(-(distance**power) / temperature)
+    if alpha_type == "inverse":
+        return 1 / (distance + temperature) ** power
+    return np.ones_like(distance)
+
+
+def numpy_alpha_cl(z1, z2, weight_fn):
+    """alpha-CL with per-anchor normalised weights ``weight_fn(r)`` over the negatives."""
     views = np.concatenate([_unit(z1), _unit(z2)])
     n = len(z1)
     similarity = views @ views.T
@@ -88,13 +111,7 @@ def numpy_alpha_cl(z1, z2, alpha_type, temperature, power):
     for a in range(2 * n):
         positive = (a + n) % (2 * n)
         negatives = [k for k in range(2 * n) if k not in (a, positive)]
-        distance = np.maximum(1 - similarity[a, negatives], 0)
-        if alpha_type == "exp":
-            weight = np.exp(-(distance**power) / temperature)
-        elif alpha_type == "inverse":
-            weight = 1 / (distance + temperature) ** power
-        else:
-            weight = np.ones_like(distance)
+        weight = weight_fn(np.maximum(1 - similarity[a, negatives], 0))
         weight /= weight.sum()
         total += np.sum(weight * similarity[a, negatives]) - similarity[a, positive]
     return total / (2 * n)
@@ -150,6 +167,45 @@ class TestAgainstNumpy:
             rtol=RTOL,
         )
 
+    def test_sup_con_hand_built_anchor_without_positive(self):
+        """Three unit vectors at T = 1; the third view's label is its own.
+
+        Anchor 0 (1, 0) sees its positive (0, 1) at s = 0 and (-1, 0) at s = -1:
+        l_0 = log(1 + e^-1). Anchor 1 sees both others at s = 0: l_1 = log 2.
+        Anchor 2 has no positive.
+        """
+        z = np.array([[[1.0, 0.0]], [[0.0, 1.0]], [[-1.0, 0.0]]], np.float32)
+        labels = np.array([0, 0, 1])
+        total = np.log1p(np.exp(-1.0)) + np.log(2.0)
+        for mode, expected in (("exclude", total / 2), ("zero", total / 3)):
+            value = losses.sup_con(z, labels, temperature=1.0, anchors_without_positives=mode)
+            np.testing.assert_allclose(value, expected, rtol=1e-6, err_msg=mode)
+        np.testing.assert_allclose(total / 2, 0.5032044, rtol=1e-6)
+        np.testing.assert_allclose(total / 3, 0.3354696, rtol=1e-6)
+
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_sup_con_zero_is_exclude_times_fraction_with_positives(self, seed):
+        rng = np.random.default_rng(seed)
+        z = _random((12, 1, 6), 50 + seed)
+        labels = rng.integers(0, 8, size=12)
+        with_positive = np.array([np.sum(labels == label) > 1 for label in labels])
+        assert 0 < with_positive.sum() < 12, "the case needs anchors of both kinds"
+        exclude = losses.sup_con(z, labels, temperature=0.2)
+        zero = losses.sup_con(z, labels, temperature=0.2, anchors_without_positives="zero")
+        np.testing.assert_allclose(zero, exclude * with_positive.mean(), rtol=RTOL)
+        np.testing.assert_allclose(
+            zero, numpy_sup_con(z, labels, 0.2, anchors_without_positives="zero"), rtol=RTOL
+        )
+
+    def test_sup_con_modes_agree_with_two_views(self):
+        z = _random((6, 2, 5), 11)
+        labels = np.array([0, 1, 0, 2, 1, 3])
+        np.testing.assert_allclose(
+            losses.sup_con(z, labels, anchors_without_positives="zero"),
+            losses.sup_con(z, labels),
+            rtol=RTOL,
+        )
+
     def test_sup_con_anchor_without_positive_gives_no_nan(self):
         z = _random((4, 1, 5), 12)
         value = losses.sup_con(z, np.array([0, 1, 2, 0]))
@@ -162,18 +218,81 @@ class TestAgainstNumpy:
         assert float(losses.sup_con(z, np.array([0, 1, 2, 3]))) == 0.0
 
     @pytest.mark.parametrize("alpha_type", ["exp", "inverse", "constant"])
-    @pytest.mark.parametrize("power", [1.0, 2.0])
-    def test_alpha_cl(self, alpha_type, power):
+    @pytest.mark.parametrize(
+        ("alpha_exponent", "inverse_exponent"), [(1.0, 1.0), (2.0, 1.0), (1.5, 2.0), (2.0, 0.5)]
+    )
+    def test_alpha_cl(self, alpha_type, alpha_exponent, inverse_exponent):
         z1, z2 = _random((5, 4), 13), _random((5, 4), 14)
-        expected = numpy_alpha_cl(z1, z2, alpha_type, 0.5, power)
-        got = losses.alpha_cl(z1, z2, alpha_type=alpha_type, temperature=0.5, power=power)
+        expected = numpy_alpha_cl(
+            z1,
+            z2,
+            lambda r: numpy_official_alpha(r, alpha_type, 0.5, alpha_exponent, inverse_exponent),
+        )
+        got = losses.alpha_cl(
+            z1,
+            z2,
+            alpha_type=alpha_type,
+            temperature=0.5,
+            alpha_exponent=alpha_exponent,
+            inverse_exponent=inverse_exponent,
+        )
+        np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
+
+    @pytest.mark.parametrize("alpha_type", ["exp", "inverse"])
+    @pytest.mark.parametrize(("alpha_exponent", "inverse_exponent"), [(2.0, 1.5), (0.5, 3.0)])
+    def test_alpha_weights_match_official_formula(
+        self, alpha_type, alpha_exponent, inverse_exponent
+    ):
+        """The normalised importance is luckmatters' w = f(r**a), in float64 NumPy."""
+        z1, z2 = _random((6, 4), 60), _random((6, 4), 61)
+        views = np.concatenate([_unit(z1), _unit(z2)])
+        similarity = views @ views.T
+        index = np.arange(12)
+        is_negative = (index[:, None] != index) & ((index[:, None] + 6) % 12 != index)
+        got = losses._pairwise_importance(
+            jnp.asarray(similarity, jnp.float32),
+            jnp.asarray(is_negative),
+            alpha_type,
+            0.3,
+            alpha_exponent,
+            inverse_exponent,
+        )
+        distance = np.maximum(1 - similarity, 0)
+        weight = numpy_official_alpha(distance, alpha_type, 0.3, alpha_exponent, inverse_exponent)
+        weight = np.where(is_negative, weight, 0.0)
+        np.testing.assert_allclose(got, weight / weight.sum(axis=1, keepdims=True), rtol=1e-5)
+        # Spot check one entry against the formula written out by hand.
+        r = 1 - similarity[0, 1]
+        if alpha_type == "inverse":
+            w01 = (r**alpha_exponent + 0.3) ** -inverse_exponent
+        else:
+            w01 = np.exp(-(r**alpha_exponent) / 0.3)
+        np.testing.assert_allclose(got[0, 1], w01 / weight[0].sum(), rtol=1e-5)
+
+    @pytest.mark.parametrize(
+        ("alpha_type", "power", "keywords"),
+        [
+            ("exp", 1.0, {}),
+            ("inverse", 1.0, {}),
+            ("constant", 1.0, {}),
+            ("exp", 2.0, {"alpha_exponent": 2.0}),
+            ("inverse", 2.0, {"inverse_exponent": 2.0}),
+        ],
+    )
+    def test_alpha_cl_defaults_reproduce_the_power_keyword(self, alpha_type, power, keywords):
+        """Defaults are the former power=1; former power=p is alpha_exponent=p for 'exp'
+        (exp(-r**p / tau)) and inverse_exponent=p for 'inverse' (1 / (r + tau)**p)."""
+        z1, z2 = _random((5, 4), 13), _random((5, 4), 14)
+        expected = numpy_alpha_cl(
+            z1, z2, lambda r: numpy_pre_release_alpha(r, alpha_type, 0.5, power)
+        )
+        got = losses.alpha_cl(z1, z2, alpha_type=alpha_type, **keywords)
         np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
 
     def test_quadratic_is_constant_alpha(self):
         z1, z2 = _random((5, 4), 15), _random((5, 4), 16)
-        np.testing.assert_allclose(
-            losses.quadratic(z1, z2), numpy_alpha_cl(z1, z2, "constant", 1.0, 1.0), rtol=RTOL
-        )
+        expected = numpy_alpha_cl(z1, z2, np.ones_like)
+        np.testing.assert_allclose(losses.quadratic(z1, z2), expected, rtol=RTOL)
 
     def test_alpha_exp_has_infonce_negative_gradient(self):
         """With power 1, alpha-CL 'exp' weights are InfoNCE's softmax over negatives."""
@@ -183,7 +302,7 @@ class TestAgainstNumpy:
         negatives = np.array([k for k in range(8) if k not in (0, 4)])
         weights = jax.nn.softmax(similarity[0, negatives] / 0.3)
         importance = losses._pairwise_importance(
-            similarity[:1], jnp.isin(jnp.arange(8), negatives)[None], "exp", 0.3, 1.0
+            similarity[:1], jnp.isin(jnp.arange(8), negatives)[None], "exp", 0.3, 1.0, 1.0
         )[0, negatives]
         np.testing.assert_allclose(importance, weights, rtol=RTOL)
 
@@ -222,6 +341,14 @@ class TestNumerics:
             losses.nt_xent(z[None], z[None])
         with pytest.raises(ValueError, match="alpha_type"):
             losses.alpha_cl(z, z, alpha_type="cosine")
+        with pytest.raises(ValueError, match="alpha_exponent must be > 0"):
+            losses.alpha_cl(z, z, alpha_exponent=0.0)
+        with pytest.raises(ValueError, match="inverse_exponent must be > 0"):
+            losses.alpha_cl(z, z, alpha_type="inverse", inverse_exponent=-1.0)
+        with pytest.raises(ValueError, match=r"alpha_eps=0\.1 is not supported"):
+            losses.alpha_cl(z, z, alpha_eps=0.1)
+        with pytest.raises(ValueError, match="anchors_without_positives='drop' is unknown"):
+            losses.sup_con(z[:, None], np.arange(4), anchors_without_positives="drop")
         with pytest.raises(ValueError, match="labels must have shape"):
             losses.sup_con(z[:, None], np.arange(3))
         with pytest.raises(ValueError, match="feature dim"):
@@ -296,7 +423,9 @@ SHARDED_CASES = {
     "nt_xent": (lambda z1, z2, **kw: losses.nt_xent(z1, z2, temperature=0.2, **kw), 2),
     "alpha_cl_exp": (lambda z1, z2, **kw: losses.alpha_cl(z1, z2, alpha_type="exp", **kw), 2),
     "alpha_cl_inverse": (
-        lambda z1, z2, **kw: losses.alpha_cl(z1, z2, alpha_type="inverse", power=2.0, **kw),
+        lambda z1, z2, **kw: losses.alpha_cl(
+            z1, z2, alpha_type="inverse", alpha_exponent=1.5, inverse_exponent=2.0, **kw
+        ),
         2,
     ),
     "quadratic": (losses.quadratic, 2),
@@ -335,12 +464,23 @@ class TestShardedEqualsSingleDevice:
         for got, expected in zip(grads, expected_grads, strict=True):
             np.testing.assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
 
-    def test_sup_con(self, mesh):
+    @pytest.mark.parametrize(
+        ("num_views", "anchors_without_positives"), [(2, "exclude"), (1, "exclude"), (1, "zero")]
+    )
+    def test_sup_con(self, mesh, num_views, anchors_without_positives):
         def loss_fn(z, labels, axis_name=None):
-            return losses.sup_con(z, labels, temperature=0.2, axis_name=axis_name)
+            return losses.sup_con(
+                z,
+                labels,
+                temperature=0.2,
+                anchors_without_positives=anchors_without_positives,
+                axis_name=axis_name,
+            )
 
-        z = _random((16, 2, 8), 43)
-        labels = np.random.default_rng(0).integers(0, 4, size=16).astype(np.int32)
+        z = _random((16, num_views, 8), 43)
+        # With one view, labels 4..7 are each used once: anchors without positives,
+        # spread over several devices, so the global counts matter.
+        labels = np.array([0, 4, 1, 0, 5, 2, 1, 6, 3, 2, 3, 7, 0, 1, 2, 3], np.int32)
         expected_value, expected_grad = jax.value_and_grad(loss_fn)(z, labels)
         value, (grad,) = _sharded_value_and_grad(
             loss_fn, mesh, [z, labels], (P("data"), P("data")), (0,)

@@ -17,9 +17,9 @@ import time
 import jax
 import numpy as np
 import pytest
+from jaxcl.metrics import read_metrics
 
 from jaxcl.checkpoint import Checkpointer
-from jaxcl.metrics import read_metrics
 from jaxcl.train import Trainer, load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

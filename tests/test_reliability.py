@@ -34,17 +34,14 @@ from ml_collections import config_flags
 
 from jaxcl import losses
 from jaxcl.checkpoint import Checkpointer, UnreadableCheckpointError
+from jaxcl.config import ConfigError, validate_config
 from jaxcl.data import augment
 from jaxcl.data._tf import tf
-from jaxcl.metrics import read_metrics
-from jaxcl.train import (
-    NonFiniteLossError,
-    Trainer,
-    _StopRequested,
-    load_config,
-    train_and_evaluate,
-    validate_config,
-)
+from jaxcl.metric_writer import read_metrics
+from jaxcl.restore import restore_run
+from jaxcl.run import train_and_evaluate
+from jaxcl.stopping import NonFiniteLossError, StopRequested
+from jaxcl.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(ROOT, "configs", "simclr_fashion_mnist.py")
@@ -80,11 +77,8 @@ def _smoke_config(**changes):
 
 def _final_state(workdir):
     """``(step, state)`` of the newest checkpoint of a run, on the host."""
-    trainer = Trainer(load_config(workdir))
-    checkpointer = Checkpointer(workdir)
-    step, state = checkpointer.restore(trainer.abstract_state())
-    checkpointer.close()
-    return step, jax.device_get(state)
+    run = restore_run(workdir)
+    return run.step, jax.device_get(run.state)
 
 
 def _assert_same_state(actual, expected):
@@ -238,7 +232,7 @@ def test_stop_requested_flags_signals_and_second_sigint_interrupts():
     outer_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         previous = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-        with _StopRequested() as stop:
+        with StopRequested() as stop:
             assert not stop
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGTERM)  # repeated SIGTERMs are absorbed
@@ -336,21 +330,6 @@ def test_unfinished_save_is_ignored_and_cleaned_up(copied_run):
     assert sorted(map(int, os.listdir(directory))) == [PREVIOUS, LATEST]
 
 
-def test_last_checkpoint_survives_until_a_newer_one_is_complete(copied_run):
-    directory = os.path.join(copied_run, "checkpoints")
-    checkpointer = Checkpointer(copied_run, max_to_keep=1)
-    _, state = checkpointer.restore(Trainer(_smoke_config()).abstract_state())
-    checkpointer.save(NEXT, state)
-    # Sample the directory while the asynchronous save runs: a complete (renamed,
-    # integer-named) checkpoint must exist at every moment.
-    samples = 0
-    while samples < 3 or checkpointer._manager.is_saving_in_progress():
-        assert any(name.isdigit() for name in os.listdir(directory))
-        samples += 1
-    checkpointer.close()
-    assert os.listdir(directory) == [str(NEXT)]
-
-
 def test_checkpoints_of_another_config_raise_instead_of_starting_over(copied_run):
     with pytest.raises(UnreadableCheckpointError, match="none of the checkpoints") as error:
         train_and_evaluate(_smoke_config(projection_dim=8), copied_run)
@@ -442,70 +421,72 @@ def _without(key):
     return config
 
 
+# case -> (config, the key and the value the error must name)
 BAD_CONFIGS = {
-    "unknown_key": (
-        lambda: _with(temprature=0.5),
-        "config.temprature=0.5 is not a jaxcl config key; did you mean config.temperature?",
+    "unknown_key": (lambda: _with(temprature=0.5), "temprature", 0.5),
+    "unknown_method_key": (
+        lambda: _with(**{"simclr.temprature": 0.5}),
+        "simclr.temprature",
+        0.5,
     ),
-    "unknown_nested_key": (
-        lambda: _with(**{"eval.linear_epoch": 3}),
-        "config.eval.linear_epoch=3 is not a jaxcl config key; did you mean "
-        "config.eval.linear_epochs?",
-    ),
-    "missing_key": (lambda: _without("knn_k"), "config.knn_k is missing; build configs from"),
-    "crop_larger_than_image": (
-        lambda: _with(image_size=32),
-        "config.image_size=32 does not fit the synthetic images of side 16; use an "
-        "image_size between 1 and 16",
-    ),
+    "unknown_nested_key": (lambda: _with(**{"eval.linear_epoch": 3}), "eval.linear_epoch", 3),
+    "missing_key": (lambda: _without("knn_k"), "knn_k", "<missing>"),
+    "crop_larger_than_image": (lambda: _with(image_size=32), "image_size", 32),
     "bad_augment_option": (
         lambda: _with(augment_options={"crop_scale": (0.0, 1.0)}),
-        "config.augment_options={'crop_scale': (0.0, 1.0)} is invalid (crop_scale must",
+        "augment_options",
+        {"crop_scale": (0.0, 1.0)},
     ),
     "unknown_augment_option": (
         lambda: _with(augment_options={"blur": 1.0}),
-        "config.augment_options={'blur': 1.0} is invalid (unknown augmentation option",
+        "augment_options",
+        {"blur": 1.0},
     ),
     "unknown_dataset_option": (
         lambda: _with(dataset_options={"colour": True}),
-        "config.dataset_options={'colour': True} is invalid (unknown dataset_options",
+        "dataset_options",
+        {"colour": True},
     ),
     "missing_fashion_mnist_files": (
         lambda: _with(
             dataset="fashion_mnist", image_size=28, dataset_options={"source_dir": "/no/such"}
         ),
-        "config.dataset_options.source_dir='/no/such' holds no Fashion-MNIST IDX files",
+        "dataset_options.source_dir",
+        "/no/such",
     ),
-    "zero_log_interval": (
-        lambda: _with(log_every_steps=0),
-        "config.log_every_steps=0 must be >= 1; set config.log_every_steps to a positive",
-    ),
+    "zero_log_interval": (lambda: _with(log_every_steps=0), "log_every_steps", 0),
     "zero_checkpoint_interval": (
         lambda: _with(checkpoint_every_steps=0),
-        "config.checkpoint_every_steps=0 must be >= 1",
+        "checkpoint_every_steps",
+        0,
     ),
-    "unknown_nonfinite_mode": (
-        lambda: _with(nonfinite_loss="ignore"),
-        "config.nonfinite_loss='ignore' is unknown; use 'raise' or 'skip'",
-    ),
+    "unknown_nonfinite_mode": (lambda: _with(nonfinite_loss="ignore"), "nonfinite_loss", "ignore"),
+    "zero_temperature": (lambda: _with(**{"simclr.temperature": 0.0}), "simclr.temperature", 0.0),
+    "negative_learning_rate": (lambda: _with(learning_rate=-1.0), "learning_rate", -1.0),
 }
 
 
 @pytest.mark.parametrize("case", BAD_CONFIGS)
 def test_bad_config_raises_one_line_error_naming_key_value_and_fix(case):
-    make_config, message = BAD_CONFIGS[case]
+    make_config, key, value = BAD_CONFIGS[case]
     with pytest.raises(ValueError) as error:
         validate_config(make_config(), num_devices=8)
-    assert message in str(error.value)
+    assert (error.value.key, error.value.value) == (key, value)
+    assert str(error.value).startswith(f"config.{key}=") and "; " in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_unknown_key_suggests_the_close_one():
+    with pytest.raises(ConfigError, match=r"did you mean config\.simclr\.temperature\?"):
+        validate_config(_with(**{"simclr.temprature": 0.5}), num_devices=8)
 
 
 def test_missing_imagenet_files_raise_instead_of_crashing(tmp_path):
     config = _load_config_file(os.path.join(ROOT, "configs", "simclr_imagenet.py"))
     config.data_dir = str(tmp_path)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ConfigError) as error:
         validate_config(config, num_devices=8)
-    assert "config.dataset_options.manual_dir='' does not hold" in str(error.value)
+    assert (error.value.key, error.value.value) == ("dataset_options.manual_dir", "")
 
 
 def test_bad_config_fails_before_anything_is_built(tmp_path):
@@ -530,9 +511,9 @@ def _parse_config_flags(arguments):
     ("argument", "expected"),
     [
         (
-            "--config.temprature=0.5",
-            "--config.temprature=0.5: config key 'temprature' does not exist (the config is "
-            "locked); did you mean 'temperature'?",
+            "--config.simclr.temprature=0.5",
+            "--config.simclr.temprature=0.5: config key 'simclr.temprature' does not exist "
+            "(the config is locked); did you mean 'temperature'?",
         ),
         ("--config.eval.linear_epoch=3", "did you mean 'linear_epochs'?"),
         (None, "bad_config.py: config key 'temprature' does not exist"),
@@ -600,9 +581,9 @@ BAD_LOSS_INPUTS = {
         "alpha must be > 0",
     ),
     "negative_t": (lambda: losses.uniformity(_float((4, 3)), t=-1.0), "t must be > 0"),
-    "zero_power": (
-        lambda: losses.alpha_cl(_float((4, 3)), _float((4, 3)), power=0.0),
-        "power must be > 0",
+    "zero_alpha_exponent": (
+        lambda: losses.alpha_cl(_float((4, 3)), _float((4, 3)), alpha_exponent=0.0),
+        "alpha_exponent",
     ),
     "mismatched_views_under_jit": (
         lambda: jax.jit(losses.nt_xent)(_float((4, 3)), _float((4, 5))),
@@ -631,7 +612,9 @@ def _all_losses(z1, z2, labels, temperature):
         "uniformity": losses.uniformity(jnp.concatenate([z1, z2])),
         "sup_con": losses.sup_con(stacked, labels, temperature=temperature),
         "alpha_cl_exp": losses.alpha_cl(z1, z2, temperature=temperature),
-        "alpha_cl_inverse": losses.alpha_cl(z1, z2, alpha_type="inverse", power=2.0),
+        "alpha_cl_inverse": losses.alpha_cl(
+            z1, z2, alpha_type="inverse", alpha_exponent=2.0, inverse_exponent=2.0
+        ),
         "quadratic": losses.quadratic(z1, z2),
     }
 

@@ -260,11 +260,12 @@ def test_probes_score_perfect_and_useless_features():
 )
 def test_alpha_weights_sum_to_one_and_rebuild_alpha_cl(alpha_type, temperature, power):
     z1, z2 = np.asarray(jax.random.normal(jax.random.key(0), (2, 10, 6)))
-    kwargs = {"alpha_type": alpha_type, "temperature": temperature, "power": power}
+    kwargs = {"alpha_type": alpha_type, "temperature": temperature}
+    exponents = alpha_cl.loss_exponents(alpha_type, power)
     alpha, value = jax.jit(
         lambda a, b: (
-            alpha_cl.pairwise_importance(a, b, **kwargs),
-            losses.alpha_cl(a, b, **kwargs),
+            alpha_cl.pairwise_importance(a, b, **kwargs, power=power),
+            losses.alpha_cl(a, b, **kwargs, **exponents),
         )
     )(z1, z2)
     alpha = np.asarray(alpha)

@@ -10,6 +10,8 @@ use of any of these names, not when ``jaxcl.data`` is imported):
 - `make_eval_iterator(dataset, *, split, image_size, global_batch_size, ...)` and
   `make_eval_arrays(dataset, *, split, image_size, ...)`: unaugmented data.
 - `steps_per_epoch(dataset, split, global_batch_size)`, `dataset_info(dataset)`.
+- `DataSpec.from_config(config)`: all of the above for a training config, so that
+  every consumer reads a run's data the same way.
 - `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations.
 - `DATASET_NAMES`, `PRESET_NAMES`.
 
@@ -36,14 +38,21 @@ _EXPORTS = {
     "get_preset": "augment",
     "AugmentConfig": "augment",
     "PRESET_NAMES": "augment",
+    "is_prepared": "datasets",
+    "DataSpec": "spec",
     "FashionMnistDebian": "fashion_mnist_debian",
+    "FASHION_MNIST_CLASS_NAMES": "fashion_mnist_debian:CLASS_NAMES",
+    "FASHION_MNIST_INSTALL_HINT": "fashion_mnist_debian:INSTALL_HINT",
+    "fashion_mnist_files_exist": "fashion_mnist_debian:source_files_exist",
+    "plot_augmentation_grid": "visualize",
 }
 
 
 def __getattr__(name):
     if name in _EXPORTS:
-        module = importlib.import_module(f"jaxcl.data.{_EXPORTS[name]}")
-        return getattr(module, name)
+        module_name, _, attribute = _EXPORTS[name].partition(":")
+        module = importlib.import_module(f"jaxcl.data.{module_name}")
+        return getattr(module, attribute or name)
     raise AttributeError(f"module 'jaxcl.data' has no attribute {name!r}")
 
 

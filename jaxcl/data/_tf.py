@@ -1,8 +1,9 @@
 """TensorFlow import that keeps TensorFlow off every accelerator.
 
-The input pipeline runs on the host CPU. JAX owns the GPUs and TPUs, so the first
-thing the data package does is hide them from TensorFlow; otherwise TensorFlow
-would reserve most of the GPU memory for itself.
+The input pipeline runs on the host CPU. JAX owns the GPUs and TPUs, so building
+the first pipeline (``datasets.get_source``) hides them from TensorFlow first;
+otherwise TensorFlow would reserve most of the GPU memory for itself. Importing
+this module changes no device setting.
 """
 
 import os
@@ -33,7 +34,5 @@ def hide_accelerators_from_tensorflow():
         _HIDDEN = not tf.config.get_visible_devices("GPU")
     return _HIDDEN
 
-
-hide_accelerators_from_tensorflow()
 
 __all__ = ["hide_accelerators_from_tensorflow", "tf"]

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxcl.data import fashion_mnist_debian
-from jaxcl.data._tf import tf
+from jaxcl.data._tf import hide_accelerators_from_tensorflow, tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -419,6 +419,7 @@ def get_source(dataset, split, data_dir=None, dataset_options=None):
     Returns:
       An `ArraySource`, `SyntheticSource` or `StreamingSource`.
     """
+    hide_accelerators_from_tensorflow()  # before TensorFlow's first op
     info = dataset_info(dataset, dataset_options)
     options = _check_options(dataset, dataset_options)
     if dataset == "synthetic":
@@ -436,6 +437,19 @@ def get_source(dataset, split, data_dir=None, dataset_options=None):
                 buffer = options.get("shuffle_buffer", 10_000)
                 _CACHE[key] = StreamingSource(dataset, split, builder, info, buffer)
         return _CACHE[key]
+
+
+def is_prepared(dataset, data_dir=None):
+    """Whether the TFDS files of ``dataset`` are already prepared in ``data_dir``.
+
+    Args:
+      dataset: a TFDS-backed name of `DATASET_NAMES` (not ``synthetic``).
+      data_dir: TFDS data directory (None: TFDS's default).
+
+    Returns:
+      bool; nothing is downloaded or prepared.
+    """
+    return tfds.builder(_TFDS_NAMES[dataset], data_dir=data_dir).is_prepared()
 
 
 def clear_cache():

@@ -12,15 +12,18 @@ same size) followed by ``--num_views`` augmented views drawn exactly as
 `jaxcl.data.make_train_iterator` draws them at step 0 with the same seed.
 """
 
+from __future__ import annotations
+
 import argparse
 import ast
+import dataclasses
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+
+from jaxcl.data import augment, datasets
+from jaxcl.data._tf import tf
+from jaxcl.data.spec import DataSpec
 
 
 def plot_views(original, views, labels, out, title=""):
@@ -35,9 +38,9 @@ def plot_views(original, views, labels, out, title=""):
     """
     num_examples, num_views = views.shape[:2]
     cols = num_views + 1
-    fig, axes = plt.subplots(
-        num_examples, cols, figsize=(1.3 * cols, 1.3 * num_examples), squeeze=False
-    )
+    # A Figure without pyplot: no global backend is switched or window opened.
+    fig = Figure(figsize=(1.3 * cols, 1.3 * num_examples))
+    axes = fig.subplots(num_examples, cols, squeeze=False)
     for row in range(num_examples):
         images = [original[row], *views[row]]
         for col, image in enumerate(images):
@@ -54,7 +57,35 @@ def plot_views(original, views, labels, out, title=""):
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
-    plt.close(fig)
+
+
+def plot_augmentation_grid(spec: DataSpec, out: str, *, num_examples=8, num_views=6) -> None:
+    """The augmentation grid of a run's data: originals and the views of step 0.
+
+    Args:
+      spec: the run's data (``DataSpec.from_config(config)``).
+      out: output PNG path.
+      num_examples: rows of the grid.
+      num_views: augmented views per row.
+    """
+    spec = dataclasses.replace(spec, global_batch_size=num_examples, num_views=num_views)
+    batch = next(spec.train_iterator(process_index=0, process_count=1))
+    info = spec.info
+    source = datasets.get_source(
+        spec.dataset, spec.train_split or info.pretrain_split, spec.data_dir, spec.dataset_options
+    )
+    size = batch["views"].shape[2:4]
+    if source.random_access:
+        originals = []
+        for index in batch["index"]:
+            image, _ = source.get(tf.constant(index, tf.int64))
+            image = tf.image.convert_image_dtype(image, tf.float32)
+            originals.append(augment.preprocess_eval(image, size, info.eval_crop_fraction))
+        original = np.stack([o.numpy() for o in originals])
+    else:  # Streamed sources cannot look an index up: show the first view instead.
+        original = batch["views"][:, 0]
+    title = f"{spec.dataset} / {spec.augmentation} / seed {spec.seed}"
+    plot_views(original, batch["views"], batch["label"], out, title)
 
 
 def main(argv=None):
@@ -78,46 +109,21 @@ def main(argv=None):
         help="Python dict literal, e.g. \"{'crop_scale': (0.3, 1.0)}\"",
     )
     args = parser.parse_args(argv)
-
-    from jaxcl.data import pipeline
-
-    dataset_options = ast.literal_eval(args.dataset_options) if args.dataset_options else None
-    augment_options = ast.literal_eval(args.augment_options) if args.augment_options else None
-    batch = next(
-        pipeline.make_train_iterator(
-            args.dataset,
-            split=args.split,
-            preset=args.preset,
-            global_batch_size=args.num_examples,
-            image_size=args.image_size,
-            num_views=args.num_views,
-            seed=args.seed,
-            process_index=0,
-            process_count=1,
-            data_dir=args.data_dir,
-            dataset_options=dataset_options,
-            augment_options=augment_options,
-        )
+    spec = DataSpec(
+        dataset=args.dataset,
+        train_split=args.split,
+        eval_train_split="train",
+        eval_test_split="test",
+        data_dir=args.data_dir,
+        dataset_options=ast.literal_eval(args.dataset_options) if args.dataset_options else {},
+        image_size=args.image_size,
+        augmentation=args.preset,
+        augment_options=ast.literal_eval(args.augment_options) if args.augment_options else {},
+        num_views=args.num_views,
+        global_batch_size=args.num_examples,
+        seed=args.seed,
     )
-    from jaxcl.data import augment, datasets
-    from jaxcl.data._tf import tf
-
-    info = datasets.dataset_info(args.dataset, dataset_options)
-    source = datasets.get_source(
-        args.dataset, args.split or info.pretrain_split, args.data_dir, dataset_options
-    )
-    size = batch["views"].shape[2:4]
-    if source.random_access:
-        originals = []
-        for index in batch["index"]:
-            image, _ = source.get(tf.constant(index, tf.int64))
-            image = tf.image.convert_image_dtype(image, tf.float32)
-            originals.append(augment.preprocess_eval(image, size, info.eval_crop_fraction))
-        original = np.stack([o.numpy() for o in originals])
-    else:  # Streamed sources cannot look an index up: show the first view instead.
-        original = batch["views"][:, 0]
-    title = f"{args.dataset} / {args.preset} / seed {args.seed}"
-    plot_views(original, batch["views"], batch["label"], args.out, title)
+    plot_augmentation_grid(spec, args.out, num_examples=args.num_examples, num_views=args.num_views)
     print(f"wrote {args.out}: {args.num_examples} examples x {args.num_views} views")
 
 

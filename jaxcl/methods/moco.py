@@ -3,17 +3,26 @@
 import jax
 import jax.numpy as jnp
 
-from jaxcl import losses
-from jaxcl.methods.base import Embeddings, Method, two_views
+from jaxcl import losses, models
+from jaxcl.methods.base import (
+    Embeddings,
+    Method,
+    MethodSettingError,
+    check_momentum_decay,
+    check_positive,
+    constant_momentum_decay,
+    cosine_momentum_decay,
+    two_views,
+)
 
 
-def init_queue(config, rng):
+def init_queue(settings, config, rng):
     """The MoCo v2 queue: ``queue_size`` random unit keys and a write position.
 
     MoCo starts from random keys too; they are replaced within
     ``queue_size / global_batch_size`` steps.
     """
-    keys = jax.random.normal(rng, (config.queue_size, config.projection_dim), jnp.float32)
+    keys = jax.random.normal(rng, (settings.queue_size, config.projection_dim), jnp.float32)
     return {"queue": losses.l2_normalize(keys), "queue_position": jnp.zeros((), jnp.int32)}
 
 
@@ -50,7 +59,7 @@ def gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:
     return jax.lax.psum(placed, axis_name).reshape((-1, *x.shape[1:]))
 
 
-def mocov2_loss(embeddings: Embeddings, labels, extras, config, axis_name):
+def mocov2_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
     """Symmetrised MoCo v2 InfoNCE against the queue, then enqueue the global keys.
 
     Each view's query is scored against the other view's momentum key and the
@@ -63,8 +72,8 @@ def mocov2_loss(embeddings: Embeddings, labels, extras, config, axis_name):
     k1, k2 = two_views(jax.lax.stop_gradient(embeddings.momentum_projections))
     queue = jax.lax.stop_gradient(extras["queue"])
     loss = 0.5 * (
-        losses.info_nce(q1, k2, queue, temperature=config.temperature, axis_name=axis_name)
-        + losses.info_nce(q2, k1, queue, temperature=config.temperature, axis_name=axis_name)
+        losses.info_nce(q1, k2, queue, temperature=settings.temperature, axis_name=axis_name)
+        + losses.info_nce(q2, k1, queue, temperature=settings.temperature, axis_name=axis_name)
     )
     new_keys = losses.l2_normalize(k2)
     if axis_name is not None:
@@ -73,7 +82,7 @@ def mocov2_loss(embeddings: Embeddings, labels, extras, config, axis_name):
     return loss, {"queue": new_queue, "queue_position": new_position}, {}
 
 
-def mocov3_loss(embeddings: Embeddings, labels, extras, config, axis_name):
+def mocov3_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
     """MoCo v3: symmetric InfoNCE of predictions against in-batch momentum keys.
 
     ``ctr(q1, k2) + ctr(q2, k1)`` with keys of the whole global batch as
@@ -82,7 +91,7 @@ def mocov3_loss(embeddings: Embeddings, labels, extras, config, axis_name):
     """
     q1, q2 = two_views(embeddings.predictions)
     k1, k2 = two_views(jax.lax.stop_gradient(embeddings.momentum_projections))
-    temperature = config.temperature
+    temperature = settings.temperature
     loss = (
         losses.info_nce(q1, k2, temperature=temperature, axis_name=axis_name)
         + losses.info_nce(q2, k1, temperature=temperature, axis_name=axis_name)
@@ -90,11 +99,43 @@ def mocov3_loss(embeddings: Embeddings, labels, extras, config, axis_name):
     return loss, extras, {}
 
 
+def _validate_mocov2(settings, config):
+    check_positive(settings, "mocov2", "temperature")
+    check_momentum_decay(settings, "mocov2")
+    if not isinstance(settings.queue_size, int) or settings.queue_size < config.global_batch_size:
+        raise MethodSettingError(
+            "mocov2.queue_size",
+            settings.queue_size,
+            f"is smaller than global_batch_size={config.global_batch_size}",
+            "use a queue at least as large as the batch",
+        )
+
+
+def _validate_mocov3(settings, config):
+    check_positive(settings, "mocov3", "temperature", "predictor_hidden_dim")
+    check_momentum_decay(settings, "mocov3")
+
+
+def mocov3_predictor(settings, in_features, *, bn_axis_name, dtype, rngs):
+    """MoCo v3's 2-layer predictor on the projections, as wide as its input at the output."""
+    return models.create(
+        "mocov3_predictor",
+        in_features=in_features,
+        hidden_features=settings.predictor_hidden_dim,
+        out_features=in_features,
+        bn_axis_name=bn_axis_name,
+        dtype=dtype,
+        rngs=rngs,
+    )
+
+
 MOCOV2 = Method(
     name="mocov2",
     loss=mocov2_loss,
-    uses_momentum_encoder=True,
-    momentum_schedule="constant",
+    # A CPU-sized queue; the ImageNet recipe sets 65536 and decay 0.999.
+    defaults=lambda: {"temperature": 0.2, "queue_size": 4096, "momentum_encoder_decay": 0.99},
+    validate=_validate_mocov2,
+    momentum_decay=constant_momentum_decay,
     init_extras=init_queue,
     paper="He et al. 2020, arXiv:1911.05722; Chen et al. 2020, arXiv:2003.04297",
 )
@@ -102,7 +143,13 @@ MOCOV2 = Method(
 MOCOV3 = Method(
     name="mocov3",
     loss=mocov3_loss,
-    uses_momentum_encoder=True,
-    momentum_schedule="cosine",
+    defaults=lambda: {
+        "temperature": 1.0,
+        "momentum_encoder_decay": 0.99,
+        "predictor_hidden_dim": 4096,
+    },
+    validate=_validate_mocov3,
+    build_predictor=mocov3_predictor,
+    momentum_decay=cosine_momentum_decay,
     paper="Chen, Xie, He 2021, arXiv:2104.02057",
 )

@@ -6,7 +6,7 @@ jitted step through the pure functions of `jaxcl.models.functional`.
 Example:
   >>> from flax import nnx
   >>> from jaxcl import models
-  >>> encoder = models.create("resnet18_cpu", in_channels=1, rngs=nnx.Rngs(0))
+  >>> encoder = models.create("resnet18", stem="small", in_channels=1, rngs=nnx.Rngs(0))
   >>> encoder.num_features
   128
 """
@@ -20,15 +20,14 @@ from jaxcl.models.heads import (
     SimCLRv2Projection,
 )
 from jaxcl.models.layers import BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM
-from jaxcl.models.registry import available, create
+from jaxcl.models.registry import ENCODER_NAMES, available, create
 from jaxcl.models.resnet import (
     BasicBlock,
     Bottleneck,
     ResNet,
     ResNetStage,
-    resnet10_cpu,
+    resnet10,
     resnet18,
-    resnet18_cpu,
     resnet34,
     resnet50,
     resnet101,
@@ -39,6 +38,7 @@ from jaxcl.models.resnet import (
 __all__ = [
     "BATCH_NORM_EPSILON",
     "BATCH_NORM_MOMENTUM",
+    "ENCODER_NAMES",
     "BasicBlock",
     "Bottleneck",
     "LinearClassifier",
@@ -51,9 +51,8 @@ __all__ = [
     "available",
     "create",
     "functional",
-    "resnet10_cpu",
+    "resnet10",
     "resnet18",
-    "resnet18_cpu",
     "resnet34",
     "resnet50",
     "resnet101",

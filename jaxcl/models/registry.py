@@ -3,7 +3,7 @@
 Example:
   >>> from flax import nnx
   >>> from jaxcl import models
-  >>> encoder = models.create("resnet18_cpu", in_channels=1, rngs=nnx.Rngs(0))
+  >>> encoder = models.create("resnet18", stem="small", in_channels=1, rngs=nnx.Rngs(0))
   >>> head = models.create("simclr_v2_projection", in_features=encoder.num_features,
   ...                      rngs=nnx.Rngs(1))
 """
@@ -17,13 +17,12 @@ from flax import nnx
 from jaxcl.models import heads, resnet
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
+    "resnet10": resnet.resnet10,
     "resnet18": resnet.resnet18,
     "resnet34": resnet.resnet34,
     "resnet50": resnet.resnet50,
     "resnet101": resnet.resnet101,
     "resnet152": resnet.resnet152,
-    "resnet18_cpu": resnet.resnet18_cpu,
-    "resnet10_cpu": resnet.resnet10_cpu,
     "resnet_tiny": resnet.resnet_tiny,
     "simclr_v1_projection": heads.SimCLRv1Projection,
     # MoCo v2's MLP head is the SimCLR v1 head (Linear-ReLU-Linear with biases).
@@ -33,6 +32,11 @@ _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
     "mocov3_predictor": heads.MoCoV3Predictor,
     "linear_classifier": heads.LinearClassifier,
 }
+
+#: The names that build encoders (images to features); the rest are heads.
+ENCODER_NAMES = tuple(
+    sorted(name for name, build in _REGISTRY.items() if build.__module__ == resnet.__name__)
+)
 
 
 def available() -> list[str]:
@@ -48,9 +52,8 @@ def create(name: str, *, rngs: nnx.Rngs, **options) -> nnx.Module:
     """Creates a registered model.
 
     Args:
-      name: one of `available()`: encoders 'resnet18', 'resnet34', 'resnet50',
-        'resnet101', 'resnet152', 'resnet18_cpu' (small stem, width 0.25),
-        'resnet10_cpu' (one block per stage, small stem, width 0.25),
+      name: one of `available()`: encoders (`ENCODER_NAMES`) 'resnet10',
+        'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
         'resnet_tiny' (for tests); heads 'simclr_v1_projection',
         'mocov2_projection' (same class), 'simclr_v2_projection', 'mocov3_projector',
         'mocov3_predictor', 'linear_classifier'.

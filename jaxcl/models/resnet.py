@@ -37,6 +37,7 @@ from jaxcl.models.layers import Dtype, batch_norm, conv, scaled_widths
 
 #: Stage sizes (blocks per stage) and block type of the standard depths.
 RESNET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
+    10: ("basic", (1, 1, 1, 1)),
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
@@ -445,6 +446,25 @@ def _standard_resnet(depth: int, rngs: nnx.Rngs, options: dict) -> ResNet:
     return ResNet(block, stage_sizes, rngs=rngs, **options)
 
 
+def resnet10(*, rngs: nnx.Rngs, **options) -> ResNet:
+    """ResNet-10 encoder (BasicBlock, stages 1-1-1-1, 512 features at 1x).
+
+    Half the blocks of ResNet-18. The Fashion-MNIST default trains it with the
+    small stem and stage widths 16-32-64-256 (``configs/simclr_fashion_mnist.py``):
+    on XLA:CPU its forward+backward at 28x28 is about 4x faster than the
+    ResNet-18 of the same widths, which is what lets that recipe train for
+    several epochs in minutes (bench/models_forward_backward.py).
+
+    Args:
+      rngs: random number generators.
+      **options: any keyword argument of `ResNet` except `block` and `stage_sizes`.
+
+    Returns:
+      The encoder.
+    """
+    return _standard_resnet(10, rngs, options)
+
+
 def resnet18(*, rngs: nnx.Rngs, **options) -> ResNet:
     """ResNet-18 encoder (BasicBlock, stages 2-2-2-2, 512 features at 1x).
 
@@ -515,24 +535,6 @@ def resnet152(*, rngs: nnx.Rngs, **options) -> ResNet:
     return _standard_resnet(152, rngs, options)
 
 
-def resnet18_cpu(*, rngs: nnx.Rngs, **options) -> ResNet:
-    """ResNet-18 sized for CPU: small stem, width 0.25 (stage widths 16-32-64-128).
-
-    128 output features and about 0.7M parameters; the default encoder of the
-    Fashion-MNIST configs (pass `in_channels=1`). Any `ResNet` option overrides the
-    preset (e.g. `width_multiplier=0.5`).
-
-    Args:
-      rngs: random number generators.
-      **options: keyword arguments of `ResNet`.
-
-    Returns:
-      The encoder.
-    """
-    options = {"stem": "small", "width_multiplier": 0.25, **options}
-    return _standard_resnet(18, rngs, options)
-
-
 def resnet_tiny(*, rngs: nnx.Rngs, **options) -> ResNet:
     """A two-stage, one-BasicBlock-per-stage ResNet of width 8-16 for tests.
 
@@ -553,32 +555,6 @@ def resnet_tiny(*, rngs: nnx.Rngs, **options) -> ResNet:
         "stage_sizes": (1, 1),
         "base_widths": (8, 16),
         "stem": "small",
-        **options,
-    }
-    return ResNet(rngs=rngs, **options)
-
-
-def resnet10_cpu(*, rngs: nnx.Rngs, **options) -> ResNet:
-    """ResNet-10 for CPU training: one BasicBlock per stage, small stem, width 0.25.
-
-    Stage widths 16-32-64-128 (128 features) like `resnet18_cpu` with half the
-    blocks; on XLA:CPU its forward+backward at 28x28 is about 4x faster than
-    `resnet18_cpu` (bench/models_forward_backward.py --model resnet10_cpu), which is
-    what lets the Fashion-MNIST default train for several epochs in minutes. Any
-    `ResNet` option overrides the preset (e.g. `width_multiplier=0.5`).
-
-    Args:
-      rngs: random number generators.
-      **options: keyword arguments of `ResNet`.
-
-    Returns:
-      The encoder.
-    """
-    options = {
-        "block": "basic",
-        "stage_sizes": (1, 1, 1, 1),
-        "stem": "small",
-        "width_multiplier": 0.25,
         **options,
     }
     return ResNet(rngs=rngs, **options)

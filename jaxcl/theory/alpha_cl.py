@@ -90,7 +90,22 @@ def contrastive_loss(name: str, z1: jax.Array, z2: jax.Array) -> jax.Array:
     alpha_type, temperature, power = LOSSES[name]
     if alpha_type is None:
         return losses.nt_xent(z1, z2, temperature=temperature)
-    return losses.alpha_cl(z1, z2, alpha_type=alpha_type, temperature=temperature, power=power)
+    return losses.alpha_cl(
+        z1, z2, alpha_type=alpha_type, temperature=temperature, **loss_exponents(alpha_type, power)
+    )
+
+
+def loss_exponents(alpha_type: str, power: float) -> dict[str, float]:
+    """``jaxcl.losses.alpha_cl``'s keyword for this module's exponent ``power``.
+
+    The distance exponent of ``'exp'`` (``alpha_exponent``) or the outer exponent
+    of ``'inverse'`` (``inverse_exponent``); the constant alpha has none.
+    """
+    if alpha_type == "exp":
+        return {"alpha_exponent": power}
+    if alpha_type == "inverse":
+        return {"inverse_exponent": power}
+    return {}
 
 
 def pairwise_cosine_distance(z1, z2) -> jax.Array:

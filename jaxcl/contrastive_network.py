@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcl import models
+from jaxcl.methods import Method
 
 
 class ContrastiveNetwork(nnx.Module):
@@ -62,13 +63,16 @@ def resolve_compute_dtype(name: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def build_network(config, *, num_classes: int, in_channels: int, bn_axis_name, rngs, online=True):
-    """Builds the network named by a training config.
+def build_network(
+    config, method: Method, *, num_classes: int, in_channels: int, bn_axis_name, rngs, online=True
+) -> ContrastiveNetwork:
+    """Builds the network named by a training config for ``method``.
 
     Args:
       config: the ConfigDict (keys ``model``, ``model_options``, ``projector``,
-        ``projection_dim``, ``projection_hidden_dim``, ``predictor_hidden_dim``,
-        ``compute_dtype``, and ``method`` to decide on the predictor).
+        ``projection_dim``, ``projection_hidden_dim``, ``compute_dtype`` and the
+        method's section, which its predictor reads).
+      method: the method trained; its ``build_predictor`` adds a predictor.
       num_classes: classes of the online probe.
       in_channels: channels of the input images.
       bn_axis_name: the mesh axis for global BatchNorm (None for one device).
@@ -102,12 +106,10 @@ def build_network(config, *, num_classes: int, in_channels: int, bn_axis_name, r
         **hidden,
     )
     predictor = probe = None
-    if online and config.method == "mocov3":
-        predictor = models.create(
-            "mocov3_predictor",
-            in_features=config.projection_dim,
-            hidden_features=config.predictor_hidden_dim,
-            out_features=config.projection_dim,
+    if online and method.build_predictor is not None:
+        predictor = method.build_predictor(
+            config[method.name],
+            config.projection_dim,
             bn_axis_name=bn_axis_name,
             dtype=dtype,
             rngs=rngs,

@@ -1,31 +1,26 @@
-"""NT-Xent in blocks: memory linear in the batch instead of quadratic.
+"""Row-wise log-sum-exp of a product of two matrices, in tiles: memory linear in the rows.
 
-The dense ``jaxcl.losses.nt_xent`` builds the (2n, 2N) matrix of logits of the
-local anchors against every view of the global batch, and its gradient keeps
-that matrix (or its softmax) alive until the backward pass. At a global batch
-of 32,768 on one device this is 65,536^2 float32 = 17 GB per copy.
-
-``nt_xent_blockwise`` computes the same loss tile by tile:
+``masked_logsumexp(anchors, candidates, excluded_column, block_size)`` returns,
+for each row ``a`` of ``anchors``, ``log sum_{k != excluded[a]} exp(anchors[a] .
+candidates[k])`` without ever building the (rows x columns) matrix of logits:
 
 * Forward: for each tile of (anchors x candidates), with both sides split in
-  blocks of ``block_size`` rows, the logits are formed, masked (the anchor's own
-  column and the padding get ``-inf``) and folded into a running per-row
-  log-sum-exp (the running maximum is carried, so no ``exp`` ever sees a
+  blocks of ``block_size`` rows, the logits are formed, masked (the excluded
+  column of each row and the padding get ``-inf``) and folded into a running
+  per-row log-sum-exp (the running maximum is carried, so no ``exp`` ever sees a
   positive argument). Only the per-row log-sum-exp leaves the loop.
 * Backward (``jax.custom_vjp``): the tiles are recomputed from the anchors,
   the candidates and the saved log-sum-exp; the softmax of a tile weights the
   candidates (gradient of the anchors) and the anchors (gradient of the
-  candidates). Nothing of size (2n, 2N) is ever stored.
+  candidates). Nothing of size (rows, columns) is ever stored.
 
-Peak memory therefore grows with ``block_size**2`` plus the (2N, d) embeddings,
-and the work is one extra (recomputed) matrix product per tile over the dense
-loss: four products of the size of the logits instead of three.
+Peak memory therefore grows with ``block_size**2`` plus the two inputs, and the
+work is one extra (recomputed) matrix product per tile over a dense
+``logsumexp``: four products of the size of the logits instead of three.
 
-The positive logit of each anchor is a dot product with the other view of the
-same example, which lives on the same device: it is computed outside the custom
-VJP, as is the gather of candidates over ``axis_name``, so JAX differentiates
-both itself (the transpose of ``all_gather(tiled=True)`` is a reduce-scatter
-that returns each device the gradient of the candidates it contributed).
+This module is a kernel: it imports nothing of jaxcl, knows nothing of views,
+positives or devices, and works on whatever arrays it is given (inside
+``jax.shard_map`` too). ``jaxcl.losses.nt_xent_blockwise`` builds NT-Xent on it.
 """
 
 from __future__ import annotations
@@ -35,9 +30,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxcl import losses
-
-__all__ = ["DEFAULT_BLOCK_SIZE", "masked_logsumexp", "nt_xent_blockwise"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "masked_logsumexp"]
 
 #: Rows (and columns) of one tile of logits: 4096^2 float32 is 64 MiB.
 DEFAULT_BLOCK_SIZE = 4096
@@ -46,7 +39,8 @@ DEFAULT_BLOCK_SIZE = 4096
 def _contract(a: jax.Array, b: jax.Array, a_axis: int, b_axis: int) -> jax.Array:
     """``a`` times ``b`` summed over ``a_axis`` and ``b_axis``, in true float32.
 
-    HIGHEST keeps the products in float32 on TPU/GPU as in ``jaxcl.losses``.
+    HIGHEST keeps the products in float32 on TPU/GPU, where the default matmul
+    precision would round the operands to bfloat16.
     """
     return jax.lax.dot_general(
         a, b, (((a_axis,), (b_axis,)), ((), ())), precision=jax.lax.Precision.HIGHEST
@@ -207,75 +201,3 @@ def _masked_logsumexp_backward(block_size, residuals, log_sum_cotangent):
 
 
 masked_logsumexp.defvjp(_masked_logsumexp_forward, _masked_logsumexp_backward)
-
-
-def nt_xent_blockwise(
-    z1: jax.Array,
-    z2: jax.Array,
-    *,
-    temperature: float = 0.1,
-    axis_name: str | None = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> jax.Array:
-    """NT-Xent with memory linear in the batch: ``jaxcl.losses.nt_xent`` in tiles.
-
-    Same arguments, value and gradients as ``jaxcl.losses.nt_xent`` (to float32
-    round-off), including inside ``jax.shard_map`` with ``axis_name``. The
-    logits are computed in tiles of ``block_size`` anchors x ``block_size``
-    candidates with an online log-sum-exp, and recomputed in the backward pass,
-    so the scratch memory is a few ``block_size**2`` float32 tiles plus about
-    ten copies of the (2N, d) embeddings (XLA reports 0.3 GB at 65,536 views
-    of dimension 128 with tiles of 4096, where the dense logits alone take
-    16 GiB). The price is one more matrix product per tile in the backward
-    pass: four products the size of the logits instead of three.
-
-    ``jaxcl.losses.nt_xent`` switches to this function by itself when the dense
-    logits would exceed 256 MiB (see its ``block_size`` argument).
-
-    Args:
-      z1: (n, d) embeddings of the first views (local shard if ``axis_name``).
-      z2: (n, d) embeddings of the second views.
-      temperature: the softmax temperature T > 0.
-      axis_name: mesh axis to gather negatives over, inside ``jax.shard_map``.
-      block_size: rows and columns of one tile of logits (static); need not
-        divide the batch: the last block is padded and its columns masked.
-
-    Returns:
-      The scalar mean loss over all 2N anchors of the global batch (float32).
-
-    Examples:
-      >>> import jax
-      >>> from jaxcl import losses
-      >>> z1, z2 = jax.random.normal(jax.random.key(0), (2, 50, 16))
-      >>> dense = losses.nt_xent(z1, z2, block_size=0)
-      >>> blocked = nt_xent_blockwise(z1, z2, block_size=8)
-      >>> bool(abs(dense - blocked) < 1e-5)
-      True
-
-    References:
-      Chen et al., SimCLR, ICML 2020, https://arxiv.org/abs/2002.05709; the
-      online log-sum-exp with recomputation in the backward pass is that of
-      Milakov & Gimelshein 2018 (https://arxiv.org/abs/1805.02867) and
-      FlashAttention (Dao et al. 2022, https://arxiv.org/abs/2205.14135).
-    """
-    losses._check_positive("temperature", temperature)
-    if not isinstance(block_size, int) or block_size < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}.")
-    losses._check_pair(z1, z2)
-    z1 = losses.l2_normalize(z1)
-    z2 = losses.l2_normalize(z2)
-    local_rows = z1.shape[0]
-    global_z1 = losses._gather(z1, axis_name)
-    global_z2 = losses._gather(z2, axis_name)
-    global_rows = global_z1.shape[0]
-    anchors = jnp.concatenate([z1, z2], axis=0)
-    partners = jnp.concatenate([z2, z1], axis=0)
-    candidates = jnp.concatenate([global_z1, global_z2], axis=0)
-    rows = losses._first_global_row(local_rows, axis_name) + jnp.arange(local_rows)
-    self_column = jnp.concatenate([rows, rows + global_rows])
-    # Dividing the anchors rather than the logits by T leaves one matrix product.
-    scaled_anchors = anchors / temperature
-    block_size = min(block_size, max(anchors.shape[0], candidates.shape[0]))
-    log_normaliser = masked_logsumexp(scaled_anchors, candidates, self_column, block_size)
-    positive_logit = jnp.sum(scaled_anchors * partners, axis=1)
-    return losses._global_mean(jnp.mean(log_normaliser - positive_logit), axis_name)

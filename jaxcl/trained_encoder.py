@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import jax
 
+from jaxcl.restore import restore_run
+
 __all__ = ["load_encoder"]
 
 
@@ -28,16 +30,7 @@ def load_encoder(workdir: str, *, step: int | None = None) -> Callable[[jax.Arra
     Examples:
       >>> encode = jaxcl.load_encoder("runs/simclr_fashion_mnist")  # doctest: +SKIP
       >>> encode(images).shape  # doctest: +SKIP
-      (16, 128)
+      (16, 256)
     """
-    from jaxcl.checkpoint import Checkpointer
-    from jaxcl.train import Trainer, load_config
-
-    config = load_config(workdir)
-    trainer = Trainer(config)
-    checkpointer = Checkpointer(workdir)
-    _, state = checkpointer.restore(trainer.abstract_state(), step=step)
-    checkpointer.close()
-    if state is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}; train first.")
-    return trainer.encoder_fn(state)
+    run = restore_run(workdir, step=step)
+    return run.trainer.encoder_fn(run.state)

@@ -1,0 +1,103 @@
+"""A whole run: train, evaluate, plot and write ``results.json``.
+
+The top of the run layer, and the entry point of the CLI (``python -m
+jaxcl.main``) and of notebooks: ``train_and_evaluate(config, workdir)``.
+``evaluate_workdir`` re-evaluates a finished run (``python -m jaxcl.eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+
+from jaxcl import baseline_probes, plots
+from jaxcl.evaluation import KnnMonitor, evaluate_state
+from jaxcl.restore import restore_run
+from jaxcl.train import Trainer, train
+
+__all__ = ["evaluate_baselines", "evaluate_workdir", "train_and_evaluate"]
+
+
+def _write_results(workdir: str, results: dict) -> None:
+    path = os.path.join(workdir, "results.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _finish(trainer: Trainer, state, workdir: str) -> dict:
+    """Evaluates a state, and on process 0 writes its plots and ``results.json``."""
+    results = evaluate_state(trainer, state)
+    if jax.process_index() == 0:
+        plots.write_run_plots(trainer.config, trainer.data, workdir, results)
+        _write_results(workdir, dict(results))
+    return dict(results)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains ``config.method`` and evaluates the encoder; resumes if ``workdir`` has a run.
+
+    Running it again on the same ``workdir`` continues from the newest
+    checkpoint and yields the same parameters as an uninterrupted run (see
+    ``jaxcl.train.train``). With ``config.eval.run_at_end`` the encoder is then
+    evaluated (``jaxcl.evaluation.evaluate_state``) and ``workdir`` gets
+    ``results.json`` and the PNG plots under ``plots/``.
+
+    Args:
+      config: a training config (``configs/*.py`` or ``jaxcl.config.default_config``).
+      workdir: directory for checkpoints, metrics, plots and results.
+
+    Returns:
+      The last logged training metrics, plus the evaluation results when
+      ``config.eval.run_at_end``.
+    """
+    trainer = Trainer(config)
+    on_log = KnnMonitor(trainer) if config.knn_every_steps > 0 else None
+    result = train(trainer, workdir, on_log=on_log)
+    results = dict(result.summary)
+    if config.eval.run_at_end:
+        results.update(_finish(trainer, result.state, workdir))
+    return results
+
+
+def evaluate_workdir(workdir: str) -> dict:
+    """Restores the newest checkpoint of a run and evaluates it again.
+
+    Writes ``results.json`` and the plots of ``workdir`` (process 0); the run's
+    config and checkpoints are left as they are.
+
+    Args:
+      workdir: the ``--workdir`` of a training run.
+
+    Returns:
+      The evaluation results (see ``jaxcl.evaluation.evaluate_state``).
+    """
+    run = restore_run(workdir)
+    return _finish(run.trainer, run.state, workdir)
+
+
+def evaluate_baselines(config: ml_collections.ConfigDict) -> dict:
+    """The raw-pixel and random-encoder linear probes of a config; trains nothing.
+
+    Args:
+      config: a training config (dataset, encoder, evaluation settings).
+
+    Returns:
+      ``{'baseline_raw_pixels_top1', 'baseline_random_encoder_top1'}``.
+    """
+    trainer = Trainer(config)
+    spec = trainer.data
+    train_split = spec.eval_arrays(spec.eval_train_split, config.eval.max_train_examples)
+    test_split = spec.eval_arrays(spec.eval_test_split, config.eval.max_test_examples)
+    return {
+        "baseline_raw_pixels_top1": baseline_probes.raw_pixels_linear_top1(
+            config, trainer.num_classes, train_split, test_split
+        ),
+        "baseline_random_encoder_top1": baseline_probes.random_encoder_linear_top1(
+            trainer, train_split, test_split
+        ),
+    }
