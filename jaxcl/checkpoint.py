@@ -22,6 +22,7 @@ import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 __all__ = ["Checkpointer", "UnreadableCheckpointError", "abstract_like"]
 
@@ -51,8 +52,6 @@ def abstract_like(tree, sharding=None):
 def _sync_processes(name: str) -> None:
     """Waits for every process (process 0 alone changes the directory)."""
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 

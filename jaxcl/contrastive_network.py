@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 
 from jaxcl import models
@@ -54,6 +55,33 @@ class ContrastiveNetwork(nnx.Module):
         if self.probe is not None:
             outputs["probe_logits"] = self.probe(jax.lax.stop_gradient(features))
         return {name: value.astype(jnp.float32) for name, value in outputs.items()}
+
+
+def online_probe_metrics(
+    probe_logits: jax.Array, labels: jax.Array, axis_name: str | None
+) -> tuple[jax.Array, jax.Array]:
+    """Cross-entropy and top-1 of the online probe over the labelled global batch.
+
+    Args:
+      probe_logits: (n, num_classes) logits of this device's examples.
+      labels: (n,) int labels; -1 marks unlabelled examples, left out of both.
+      axis_name: the data-parallel mesh axis (inside ``jax.shard_map``), or None.
+
+    Returns:
+      ``(probe_loss, probe_top1)``, means over the labelled examples of every device.
+    """
+    labelled = (labels >= 0).astype(jnp.float32)
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
+        probe_logits, jnp.maximum(labels, 0)
+    )
+    correct = (jnp.argmax(probe_logits, axis=1) == labels).astype(jnp.float32)
+    sums = jnp.stack(
+        [jnp.sum(labelled), jnp.sum(cross_entropy * labelled), jnp.sum(correct * labelled)]
+    )
+    if axis_name is not None:
+        sums = jax.lax.psum(sums, axis_name)
+    count = jnp.maximum(sums[0], 1.0)
+    return sums[1] / count, sums[2] / count
 
 
 def resolve_compute_dtype(name: str) -> jnp.dtype:

@@ -8,6 +8,8 @@ import os
 import time
 
 import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 __all__ = ["MetricsWriter", "read_metrics", "truncate_metrics"]
 
@@ -35,9 +37,6 @@ class MetricsWriter:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._events = None
         if tensorboard:
-            from tensorboard.compat.proto import event_pb2
-            from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
             self._events = EventFileWriter(os.path.join(workdir, "tensorboard"))
             if purge_step is not None:
                 restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
@@ -56,8 +55,6 @@ class MetricsWriter:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._events is not None:
-            from tensorboard.compat.proto import event_pb2, summary_pb2
-
             values = [
                 summary_pb2.Summary.Value(tag=name, simple_value=float(np.asarray(value)))
                 for name, value in scalars.items()

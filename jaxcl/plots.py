@@ -37,7 +37,7 @@ def plot_training_curves(records: list[dict], out: str, title: str = "") -> None
     """Plots the logged metrics of ``metrics.jsonl`` against the step.
 
     Args:
-      records: the records of ``jaxcl.metrics.read_metrics``.
+      records: the records of ``jaxcl.metric_writer.read_metrics``.
       out: PNG path.
       title: figure title.
     """

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from jaxcl import data, distributed, optim
 from jaxcl.checkpoint import Checkpointer, abstract_like
 from jaxcl.config import save_config, validate_config
-from jaxcl.contrastive_network import build_network, resolve_compute_dtype
+from jaxcl.contrastive_network import build_network, online_probe_metrics, resolve_compute_dtype
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
 from jaxcl.methods.base import monitoring_metrics
@@ -190,16 +190,10 @@ class Trainer:
             loss, new_extras, metrics = method.loss(
                 embeddings, labels, extras, self.settings, DATA_AXIS
             )
-            # Online probe on the first view; label -1 marks unlabelled examples.
-            probe_logits = outputs["probe_logits"][:local_batch]
-            labelled = (labels >= 0).astype(jnp.float32)
-            cross_entropy = optax.softmax_cross_entropy_with_integer_labels(
-                probe_logits, jnp.maximum(labels, 0)
+            # The online probe sees the first view only.
+            probe_loss, probe_top1 = online_probe_metrics(
+                outputs["probe_logits"][:local_batch], labels, DATA_AXIS
             )
-            correct = (jnp.argmax(probe_logits, axis=1) == labels).astype(jnp.float32)
-            count = jnp.maximum(jax.lax.psum(jnp.sum(labelled), DATA_AXIS), 1.0)
-            probe_loss = jax.lax.psum(jnp.sum(cross_entropy * labelled), DATA_AXIS) / count
-            probe_top1 = jax.lax.psum(jnp.sum(correct * labelled), DATA_AXIS) / count
             metrics = {
                 **metrics,
                 **monitoring_metrics(embeddings.projections, DATA_AXIS),

@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from importlib import metadata
 
+import jax
+
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # Keep YNNPACK's other fusions; route single convolutions to XLA's own emitter.
 CPU_FLAGS = (f"{YNN_FUSION_FLAG}=-individual_convolution",)
@@ -77,8 +79,6 @@ def enable_compilation_cache(directory: str = DEFAULT_COMPILATION_CACHE) -> str 
     """
     if not directory:
         return None
-    import jax
-
     path = os.path.abspath(os.path.expanduser(directory))
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)

@@ -17,10 +17,11 @@ import time
 import jax
 import numpy as np
 import pytest
-from jaxcl.metrics import read_metrics
 
 from jaxcl.checkpoint import Checkpointer
-from jaxcl.train import Trainer, load_config
+from jaxcl.config import load_config
+from jaxcl.metric_writer import read_metrics
+from jaxcl.train import Trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "simclr_fashion_mnist.py") + ":smoke"

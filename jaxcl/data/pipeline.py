@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -40,8 +41,6 @@ _EPOCH_KEY = 0xE90C  # Separates the permutation stream from the augmentation st
 
 def _process_layout(global_batch_size, process_index, process_count):
     if process_index is None or process_count is None:
-        import jax  # Only the process layout is needed; imported lazily.
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
