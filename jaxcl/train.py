@@ -18,14 +18,13 @@ runs once on the replicated gradient, outside the shard_map.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import chex
 import jax
@@ -57,6 +56,8 @@ from jaxcl.stopping import (
 __all__ = ["TrainResult", "Trainer", "restore_or_initialize", "train", "train_batches"]
 
 TrainState = dict[str, Any]
+# XLA options for programs that run once (what jax_disable_most_optimizations sets).
+_QUICK_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 # on_log(step, state, is_last) -> extra metrics to log at that step.
 LogHook = Callable[[int, TrainState, bool], dict[str, float]]
 
@@ -80,14 +81,13 @@ class Trainer:
         self.method = get_method(config.method)
         self.settings = config[self.method.name]
         self.data = data.DataSpec.from_config(config)
-        info = self.data.info
-        self.num_classes = info.num_classes
-        self.in_channels = info.image_shape[-1]
+        self.num_classes, self.in_channels = (
+            self.data.info.num_classes,
+            self.data.info.image_shape[-1],
+        )
         self.steps_per_epoch = self.data.steps_per_epoch()
-        if config.num_steps > 0:
-            self.total_steps = int(config.num_steps)
-        else:
-            self.total_steps = max(1, round(config.num_epochs * self.steps_per_epoch))
+        epochs_in_steps = max(1, round(config.num_epochs * self.steps_per_epoch))
+        self.total_steps = int(config.num_steps) if config.num_steps > 0 else epochs_in_steps
         peak = optim.scaled_learning_rate(
             config.learning_rate, config.global_batch_size, config.learning_rate_scaling
         )
@@ -108,7 +108,6 @@ class Trainer:
             momentum_network = nnx.eval_shape(lambda: self._network(online=False))
             self.momentum_graphdef = functional.split(momentum_network)[0]
         self.replicated = NamedSharding(self.mesh, P())
-        self.initial_state = jax.jit(self._init_state, out_shardings=self.replicated)
         self.train_step = jax.jit(
             self._train_step, donate_argnums=0, out_shardings=(self.replicated, self.replicated)
         )
@@ -127,7 +126,7 @@ class Trainer:
     # ----------------------------------------------------------------- state
 
     def _init_state(self) -> TrainState:
-        """A fresh train state (jitted as ``initial_state``, replicated on the mesh)."""
+        """A fresh train state: the function ``initial_state`` compiles."""
         _, params, batch_stats = functional.split(self._network(online=True))
         state = {
             "step": jnp.zeros((), jnp.int32),
@@ -145,6 +144,17 @@ class Trainer:
             extras_rng = jax.random.fold_in(jax.random.key(self.config.seed), 1)
             state["extras"] = self.method.init_extras(self.settings, self.config, extras_rng)
         return state
+
+    @functools.cached_property
+    def _compiled_init(self):
+        # It runs once per run, so XLA's expensive passes would only cost time:
+        # 1.7 s instead of 13 s to compile even the tiny test network on CPU.
+        lowered = jax.jit(self._init_state, out_shardings=self.replicated).lower()
+        return lowered.compile(compiler_options=_QUICK_COMPILE)
+
+    def initial_state(self) -> TrainState:
+        """A fresh train state, created by one jitted program already replicated on the mesh."""
+        return self._compiled_init()
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state, for restoring checkpoints."""
@@ -180,11 +190,10 @@ class Trainer:
             outputs, new_batch_stats = functional.apply(
                 self.graphdef, params, batch_stats, images, train=True
             )
+            predictions = outputs.get("predictions")
             embeddings = Embeddings(
                 projections=by_example(outputs["projections"]),
-                predictions=by_example(outputs["predictions"])
-                if "predictions" in outputs
-                else None,
+                predictions=None if predictions is None else by_example(predictions),
                 momentum_projections=momentum_projections,
             )
             loss, new_extras, metrics = method.loss(
@@ -211,18 +220,14 @@ class Trainer:
         config = self.config
         # Checked while tracing, so free at run time: a batch from another
         # pipeline or a notebook fails here, with its shapes, not inside shard_map.
-        chex.assert_shape(
-            batch["views"],
-            (None, config.num_views, config.image_size, config.image_size, self.in_channels),
-        )
+        size, channels = config.image_size, self.in_channels
+        chex.assert_shape(batch["views"], (None, config.num_views, size, size, channels))
         chex.assert_shape(batch["label"], (batch["views"].shape[0],))
         chex.assert_type(batch["label"], int)
         momentum = {}
         if self.method.uses_momentum_encoder:
-            momentum = {
-                "params": state["momentum_params"],
-                "batch_stats": state["momentum_batch_stats"],
-            }
+            momentum = {"params": state["momentum_params"]}
+            momentum["batch_stats"] = state["momentum_batch_stats"]
         sharded = jax.shard_map(
             self._per_device_step,
             mesh=self.mesh,
@@ -326,14 +331,7 @@ def train_batches(trainer: Trainer, start_step: int = 0):
     return distributed.prefetch_to_mesh(iterator, trainer.mesh, keys=("views", "label"))
 
 
-def _progress_bar(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return contextlib.nullcontext(None)
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
-
-
-@dataclasses.dataclass
-class TrainResult:
+class TrainResult(NamedTuple):
     """What ``train`` returns: the final state and the last logged metrics."""
 
     state: TrainState
@@ -384,7 +382,11 @@ def train(trainer: Trainer, workdir: str, *, on_log: LogHook | None = None) -> T
         with (
             jax.set_mesh(trainer.mesh),
             StopRequested() as stop,
-            _progress_bar(total_steps, start_step, main and config.progress_bar) as bar,
+            (
+                tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+                if main and config.progress_bar
+                else contextlib.nullcontext(None)
+            ) as bar,
         ):
             while step < total_steps:
                 wait_start = time.perf_counter()
