@@ -110,6 +110,14 @@ class Checkpointer:
         """Steps of all complete checkpoints, oldest first."""
         return sorted(self._manager.all_steps())
 
+    def saving(self) -> bool:
+        """Whether an asynchronous save is still running (``wait`` blocks until not).
+
+        ``all_steps`` and ``latest_step`` list a step as soon as its save starts;
+        while this is True the newest of them may not be on disk yet.
+        """
+        return self._manager.is_saving_in_progress()
+
     def save(self, step: int, state, *, force: bool = False) -> bool:
         """Starts saving ``state`` as checkpoint ``step``; returns whether it saves.
 

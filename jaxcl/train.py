@@ -196,7 +196,7 @@ class Trainer:
                 momentum_projections=momentum_projections,
             )
             loss, new_extras, metrics = method.loss(
-                embeddings, labels, extras, self.settings, DATA_AXIS
+                embeddings, labels, extras, self.settings, DATA_AXIS, step
             )
             # The online probe sees the first view only.
             probe_loss, probe_top1 = online_probe_metrics(

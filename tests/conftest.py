@@ -35,10 +35,10 @@ def mesh():
     return jax.make_mesh((NUM_FAKE_DEVICES,), ("data",))
 
 
-def make_tiny_config(method="simclr", **overrides):
+def make_tiny_config(method_name="simclr", **overrides):
     """A tiny synthetic-data config for a few steps; dotted keys reach sections."""
     config = default_config()
-    config.method = method
+    config.method = method_name
     config.model = "resnet_tiny"
     config.model_options = {"zero_init_residual": False}
     config.dataset = "synthetic"

@@ -8,7 +8,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxcl import data
-from jaxcl.data import datasets, fashion_mnist_debian, pipeline
+from jaxcl.data import augment, datasets, fashion_mnist_debian, pipeline
+from jaxcl.data._tf import tf
 
 SMALL = {"image_shape": (12, 12, 3), "num_classes": 5, "num_examples": {"train": 40, "test": 13}}
 
@@ -238,8 +239,38 @@ def test_process_shards_concatenate_to_global_batch():
 
 
 def test_byol_views_alternate_and_num_views():
-    batch = next(_train(preset="byol", num_views=3, image_size=16))
-    assert batch["views"].shape == (8, 3, 16, 16, 3)
+    # BYOL's two views are asymmetric (blur always on view 0, solarize only on view 1);
+    # with more views, view v must use config v % 2 and its own seed.
+    seed, num_views, size = 3, 4, (16, 16)
+    configs = augment.get_preset("byol")
+    assert len(configs) == 2 and configs[0] != configs[1]
+    assert (configs[0].blur_prob, configs[0].solarize_prob) == (1.0, 0.0)
+    assert (configs[1].blur_prob, configs[1].solarize_prob) == (0.1, 0.2)
+    batch = next(_train(preset="byol", num_views=num_views, image_size=16, seed=seed))
+    views = batch["views"]
+    assert views.shape == (8, num_views, 16, 16, 3)
+
+    source = datasets.get_source("synthetic", "train", None, SMALL)
+    differs_from_other_config = np.zeros(num_views, bool)
+    for row, index in enumerate(batch["index"]):
+        image, _ = source.get(tf.constant(index, tf.int64))
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        for v in range(num_views):
+            view_seed = augment.view_seed(seed, index, 0, v)  # the first batch is epoch 0
+
+            def expected(config, view_seed=view_seed, image=image):
+                return augment.augment_view(image, view_seed, size, config).numpy()
+
+            np.testing.assert_allclose(
+                views[row, v], expected(configs[v % 2]), atol=1e-5, err_msg=f"{row=} {v=}"
+            )
+            other = expected(configs[1 - v % 2])
+            differs_from_other_config[v] |= np.abs(other - views[row, v]).max() > 1e-3
+        # Views 0 and 2 share a config but not a seed.
+        assert np.abs(views[row, 0] - views[row, 2]).max() > 1e-2
+    # The comparison can tell the configs apart: with the same seed, the other
+    # config's view differs for some example of the batch.
+    assert differs_from_other_config.all()
 
 
 def test_eval_iterator_pads_and_shards():

@@ -8,6 +8,7 @@ The subprocesses share a persistent compilation cache, so only the first one
 compiles the step.
 """
 
+import dataclasses
 import glob
 import importlib.util
 import json
@@ -37,6 +38,7 @@ from jaxcl.checkpoint import Checkpointer, UnreadableCheckpointError
 from jaxcl.config import ConfigError, validate_config
 from jaxcl.data import augment
 from jaxcl.data._tf import tf
+from jaxcl.methods import registry
 from jaxcl.metric_writer import read_metrics
 from jaxcl.restore import restore_run
 from jaxcl.run import train_and_evaluate
@@ -342,18 +344,20 @@ def test_checkpoints_of_another_config_raise_instead_of_starting_over(copied_run
 
 
 def _poison(monkeypatch, bad_step):
-    """Makes the loss and gradients of (1-based) ``bad_step`` NaN."""
-    original = Trainer._per_device_step
+    """Makes the loss, and so the gradients, of (1-based) ``bad_step`` NaN.
 
-    def poisoned(self, params, batch_stats, momentum, extras, step, views, labels):
-        grads, *rest, metrics = original(
-            self, params, batch_stats, momentum, extras, step, views, labels
-        )
+    Through the public extension point: the method registry gets a SimCLR
+    whose loss is NaN at that step.
+    """
+    simclr = registry.METHODS["simclr"]
+
+    def poisoned_loss(embeddings, labels, extras, settings, axis_name, step):
+        loss, extras, metrics = simclr.loss(embeddings, labels, extras, settings, axis_name, step)
         factor = jnp.where(step + 1 == bad_step, jnp.nan, 1.0)  # step counts steps done
-        grads = jax.tree.map(lambda g: g * factor, grads)
-        return (grads, *rest, {**metrics, "loss": metrics["loss"] * factor})
+        return loss * factor, extras, metrics
 
-    monkeypatch.setattr(Trainer, "_per_device_step", poisoned)
+    poisoned = dataclasses.replace(simclr, loss=poisoned_loss)
+    monkeypatch.setitem(registry.METHODS, "simclr", poisoned)
 
 
 def test_nonfinite_loss_raises_naming_the_step_and_keeps_the_last_good_checkpoint(
@@ -512,7 +516,7 @@ def _parse_config_flags(arguments):
     [
         (
             "--config.simclr.temprature=0.5",
-            "--config.simclr.temprature=0.5: config key 'simclr.temprature' does not exist "
+            "--config.simclr.temprature=0.5: config key 'temprature' does not exist "
             "(the config is locked); did you mean 'temperature'?",
         ),
         ("--config.eval.linear_epoch=3", "did you mean 'linear_epochs'?"),

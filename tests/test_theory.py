@@ -6,10 +6,16 @@ file runs in well under a minute. Where a claim is a property of a closed form
 training is tested separately against those closed forms.
 """
 
+import ast
+import inspect
+
 import jax
 import jax.numpy as jnp
+import matplotlib
+import matplotlib.image
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 from jaxcl import losses
 from jaxcl.theory import align_uniform, alpha_cl, learners, spiked_covariance
@@ -314,19 +320,156 @@ def test_feature_overlap_of_the_features_themselves_is_identity():
     np.testing.assert_allclose(alpha_cl.feature_overlap(3.0 * G, G), np.eye(4), atol=1e-6)
 
 
+def _fake_network_run(seed, num_examples=6, dim=5, num_features=4, hidden=8):
+    """The fields of a `relu_network_run` result that the plots read, made up."""
+    rng = np.random.default_rng(seed)
+    return {
+        "steps": [10, 20, 30],
+        "G": rng.normal(size=(num_features, dim)),
+        "losses": {
+            "InfoNCE (nt_xent)": {
+                "specialisation": [0.3, 0.6, 0.8],
+                "features_found": [0, 2, 3],
+                "overlap": rng.uniform(size=(hidden, num_features)),
+                "embeddings": tuple(
+                    jnp.asarray(rng.normal(size=(num_examples, 3)), jnp.float32) for _ in "12"
+                ),
+                "codes": rng.uniform(size=(num_examples, num_features)),
+            },
+            "alpha-CL exp": {
+                "specialisation": [0.2, 0.5, 0.7],
+                "features_found": [0, 1, 3],
+            },
+        },
+    }
+
+
+def test_alpha_cl_plots_write_their_figures(tmp_path, backend_untouched):
+    linear = {
+        "steps": [10, 20, 30],
+        "noise_ratio": 4.0,
+        "losses": {
+            name: {"sin_theta": [0.9, 0.5 + i / 10, 0.2 + i / 10], "r2": 0.8}
+            for i, name in enumerate(alpha_cl.LOSSES)
+        },
+        "references": {
+            "PCA": {"sin_theta": 0.4, "r2": 0.7},
+            "closed form": {"sin_theta": 0.1, "r2": 0.9},
+        },
+    }
+    path = tmp_path / "alpha.png"
+    alpha_cl.plot_alpha_cl(linear, _fake_network_run(0), path)
+    image = _png_rgb(path, (15, 4.2), dpi=80)
+    for colour in ("tab:blue", "tab:green", "tab:red"):  # one sin-theta curve per loss
+        assert _has_colour(image, colour), colour
+
+    path = tmp_path / "features.png"
+    alpha_cl.plot_features(_fake_network_run(1), _fake_network_run(2), path)
+    image = _png_rgb(path, (15, 4.2), dpi=80)
+    assert _has_colour(image, "black") and _has_colour(image, "tab:blue")
+
+
+def test_spiked_covariance_plots_write_their_figures(tmp_path, backend_untouched):
+    methods = ["contrastive (linear loss)", "contrastive (NT-Xent)", "autoencoder", "PCA"]
+    noise_records = [
+        {
+            "method": m,
+            "noise_ratio": ratio,
+            "dim": 20,
+            "seed": seed,
+            "sin_theta": 0.1 * i + 0.01 * seed,
+            "r2": 0.9 - 0.1 * i,
+        }
+        for i, m in enumerate(methods)
+        for ratio in (1.0, 10.0, 100.0)
+        for seed in (0, 1)
+    ]
+    dimension_records = [
+        {"method": m, "noise_ratio": 10.0, "dim": dim, "seed": 0, "sin_theta": 0.1 * i + dim / 1000}
+        for i, m in enumerate(methods)
+        for dim in (10, 20, 40)
+    ]
+    path = tmp_path / "spiked.png"
+    spiked_covariance.plot_spiked_covariance(noise_records, dimension_records, path)
+    image = _png_rgb(path, (13, 3.8), dpi=90)
+    for colour in ("tab:blue", "tab:cyan", "tab:red", "tab:orange"):  # one line per method
+        assert _has_colour(image, colour), colour
+
+    fraction_records = [
+        {
+            "method": m,
+            "fraction": f,
+            "seed": seed,
+            "in_domain": 0.5 + f / 2,
+            "transfer": 0.6 - f / 4,
+        }
+        for m in ("SupCon (trained)", "linear loss (closed form)")
+        for f in (0.0, 0.5, 1.0)
+        for seed in (0, 1)
+    ]
+    path = tmp_path / "fraction.png"
+    spiked_covariance.plot_label_fraction(fraction_records, path)
+    image = _png_rgb(path, (8.5, 3.8), dpi=90)
+    assert _has_colour(image, "tab:green") and _has_colour(image, "tab:purple")
+    assert not _has_colour(image, "tab:blue")  # no other method's colour
+
+
 # --- Experiment 3: alignment and uniformity (Wang & Isola) ---------------------------
 
 
-def test_plot_alignment_uniformity_accepts_dicts_and_records(tmp_path):
+def _png_rgb(path, size_inches, dpi):
+    """The RGB pixels of a written PNG, checked to be ``size_inches`` at ``dpi``."""
+    image = matplotlib.image.imread(path)[..., :3]
+    width, height = size_inches
+    assert image.shape == (round(height * dpi), round(width * dpi), 3)
+    assert image.std() > 0.05  # something was drawn on the white canvas
+    return image
+
+
+def _has_colour(image, colour):
+    """Whether some pixel has exactly ``colour`` (a marker's or a line's core)."""
+    return bool(np.any(np.all(np.abs(image - np.array(to_rgb(colour))) < 1.5 / 255, axis=-1)))
+
+
+@pytest.fixture
+def backend_untouched(monkeypatch):
+    """Fails a test whose plotting switches matplotlib's global backend."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"matplotlib.use{args} called: plots must not switch the backend")
+
+    monkeypatch.setattr(matplotlib, "use", refuse)
+
+
+def test_theory_plots_draw_on_figures_without_pyplot():
+    # pyplot and matplotlib.use change process-wide state (the backend, the list of
+    # open figures) behind a notebook's back; Figure objects are self-contained.
+    for module in (align_uniform, alpha_cl, spiked_covariance):
+        source = inspect.getsource(module)
+        assert "pyplot" not in source and "matplotlib.use" not in source, module.__name__
+        plots = [
+            node
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("plot_")
+        ]
+        assert plots, module.__name__
+        for function in plots:
+            imports = [n for n in ast.walk(function) if isinstance(n, ast.Import | ast.ImportFrom)]
+            assert not imports, f"{module.__name__}.{function.name} imports inside"
+
+
+def test_plot_alignment_uniformity_accepts_dicts_and_records(tmp_path, backend_untouched):
     path = tmp_path / "plane.png"
     align_uniform.plot_alignment_uniformity({"a": (0.4, -3.0), "b": (0.2, -2.0, 0.8)}, path)
-    assert path.stat().st_size > 1000
+    _png_rgb(path, (8, 5.5), dpi=90)
     records = [
         {"name": "simclr", "alignment": 0.3, "uniformity": -3.2, "accuracy": 0.9, "group": "x"},
         {"name": "random", "alignment": 1.0, "uniformity": -1.0, "accuracy": None},
     ]
     align_uniform.plot_alignment_uniformity(records, tmp_path / "records.png", title="t")
-    assert (tmp_path / "records.png").stat().st_size > 1000
+    image = _png_rgb(tmp_path / "records.png", (8, 5.5), dpi=90)
+    # The one accuracy is the middle of its colour range: viridis(0.5) fills its marker.
+    assert _has_colour(image, matplotlib.colormaps["viridis"](0.5))
     with pytest.raises(ValueError, match="alignment"):
         align_uniform.plot_alignment_uniformity([{"name": "x", "uniformity": 0.0}], path)
     with pytest.raises(ValueError, match="values"):

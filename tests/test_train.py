@@ -26,8 +26,8 @@ from jaxcl.train import Trainer
 CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
 
 
-def tiny_config(method="simclr", **overrides):
-    return make_tiny_config(method, **overrides)
+def tiny_config(method_name="simclr", **overrides):
+    return make_tiny_config(method_name, **overrides)
 
 
 def _first_batch(config):
@@ -102,13 +102,15 @@ def test_mocov2_queue_holds_the_gathered_momentum_keys_in_order(mesh):
     # normalises over every view of the global batch, as the sharded step does.
     one_device = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
     replicated = NamedSharding(one_device, P())
-    project = jax.shard_map(
-        lambda p, s, x: functional.apply(trainer.momentum_graphdef, p, s, x, train=True)[0][
-            "projections"
-        ],
-        mesh=one_device,
-        in_specs=(P(), P(), P()),
-        out_specs=P(),
+    project = jax.jit(
+        jax.shard_map(
+            lambda p, s, x: functional.apply(trainer.momentum_graphdef, p, s, x, train=True)[0][
+                "projections"
+            ],
+            mesh=one_device,
+            in_specs=(P(), P(), P()),
+            out_specs=P(),
+        )
     )
     all_views = np.concatenate([batch["views"][:, 0], batch["views"][:, 1]])
     expected = []

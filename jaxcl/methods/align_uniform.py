@@ -4,7 +4,7 @@ from jaxcl import losses
 from jaxcl.methods.base import Embeddings, Method, check_positive, two_views
 
 
-def align_uniform_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def align_uniform_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """``w_a * align(z1, z2) + w_u * (unif(z1) + unif(z2)) / 2`` over the global batch.
 
     The paper's STL-10 objective with weights 1 and 1, alpha 2 and t 2.

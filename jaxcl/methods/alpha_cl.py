@@ -4,7 +4,7 @@ from jaxcl import losses
 from jaxcl.methods.base import Embeddings, Method, MethodSettingError, check_positive, two_views
 
 
-def alpha_cl_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def alpha_cl_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """alpha-CL with the pairwise importance of ``settings`` (see ``jaxcl.losses.alpha_cl``)."""
     z1, z2 = two_views(embeddings.projections)
     loss = losses.alpha_cl(
@@ -20,7 +20,7 @@ def alpha_cl_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
     return loss, extras, {}
 
 
-def quadratic_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def quadratic_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """The quadratic loss: mean negative minus mean positive similarity."""
     z1, z2 = two_views(embeddings.projections)
     return losses.quadratic(z1, z2, axis_name=axis_name), extras, {}

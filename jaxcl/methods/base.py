@@ -10,7 +10,7 @@ a module with its loss and its ``Method``, and list it in
 Example: a BYOL-style method (Grill et al. 2020) needs a predictor, a momentum
 (target) network whose decay rises to 1 on a cosine, and its own settings::
 
-    def byol_loss(embeddings, labels, extras, settings, axis_name):
+    def byol_loss(embeddings, labels, extras, settings, axis_name, step):
         p1, p2 = two_views(embeddings.predictions)
         t1, t2 = two_views(embeddings.momentum_projections)
         cosine = lambda p, t: jnp.sum(l2_normalize(p) * l2_normalize(t), axis=-1)
@@ -61,9 +61,12 @@ class Embeddings:
     momentum_projections: jax.Array | None = None
 
 
-# loss(embeddings, labels, extras, settings, axis_name) -> (loss, new_extras, metrics),
-# with settings the method's own config section.
-LossFn = Callable[[Embeddings, jax.Array, dict, Any, str | None], tuple[jax.Array, dict, dict]]
+# loss(embeddings, labels, extras, settings, axis_name, step) -> (loss, new_extras,
+# metrics), with settings the method's own config section and step the number of
+# steps done (for schedules inside a loss, such as DINO's teacher temperature).
+LossFn = Callable[
+    [Embeddings, jax.Array, dict, Any, str | None, jax.Array], tuple[jax.Array, dict, dict]
+]
 
 
 class MethodSettingError(ValueError):

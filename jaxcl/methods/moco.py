@@ -59,7 +59,7 @@ def gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:
     return jax.lax.psum(placed, axis_name).reshape((-1, *x.shape[1:]))
 
 
-def mocov2_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def mocov2_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """Symmetrised MoCo v2 InfoNCE against the queue, then enqueue the global keys.
 
     Each view's query is scored against the other view's momentum key and the
@@ -82,7 +82,7 @@ def mocov2_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
     return loss, {"queue": new_queue, "queue_position": new_position}, {}
 
 
-def mocov3_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def mocov3_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """MoCo v3: symmetric InfoNCE of predictions against in-batch momentum keys.
 
     ``ctr(q1, k2) + ctr(q2, k1)`` with keys of the whole global batch as

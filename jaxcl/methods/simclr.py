@@ -4,7 +4,7 @@ from jaxcl import losses
 from jaxcl.methods.base import Embeddings, Method, check_positive, two_views
 
 
-def simclr_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def simclr_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """NT-Xent of the two views' projections, negatives gathered over ``axis_name``.
 
     This is half the value the official SimCLR code reports (it sums the two

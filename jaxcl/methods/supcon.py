@@ -6,7 +6,7 @@ from jaxcl.methods.base import Embeddings, Method, MethodSettingError, check_pos
 ANCHOR_REDUCTIONS = ("exclude", "zero")
 
 
-def supcon_loss(embeddings: Embeddings, labels, extras, settings, axis_name):
+def supcon_loss(embeddings: Embeddings, labels, extras, settings, axis_name, step):
     """L_out over all views of the global batch, positives sharing the class label."""
     loss = losses.sup_con(
         embeddings.projections,

@@ -30,7 +30,12 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import matplotlib as mpl
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from tqdm.auto import tqdm
 
 from jaxcl import losses
@@ -105,11 +110,6 @@ def plot_alignment_uniformity(points, path, *, title: str | None = None) -> str:
     References:
       Wang & Isola, ICML 2020, https://arxiv.org/abs/2005.10242 (Figure 5).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = _as_records(points)
     if not records:
         raise ValueError("points is empty; pass at least one encoder.")
@@ -119,11 +119,12 @@ def plot_alignment_uniformity(points, path, *, title: str | None = None) -> str:
         low, high = min(accuracies), max(accuracies)
         # One accuracy (or all equal) still needs a range to colour against.
         spread = max(high - low, 0.1) - (high - low)
-        norm = matplotlib.colors.Normalize(low - spread / 2, high + spread / 2)
-    colormap = matplotlib.colormaps["viridis"]
+        norm = Normalize(low - spread / 2, high + spread / 2)
+    colormap = mpl.colormaps["viridis"]
     groups = list(dict.fromkeys(r.get("group") for r in records))
     markers = dict(zip(groups, "osD^vPX*", strict=False))
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.subplots()
     for group in groups:
         members = [r for r in records if r.get("group") == group]
         for filled in (True, False):
@@ -142,12 +143,12 @@ def plot_alignment_uniformity(points, path, *, title: str | None = None) -> str:
                 zorder=3,
             )
     if accuracies:
-        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=colormap)
+        mappable = ScalarMappable(norm=norm, cmap=colormap)
         fig.colorbar(mappable, ax=ax, label="downstream accuracy")
     if any(group is not None for group in groups):
         # Neutral proxies: the real markers are coloured by accuracy.
         handles = [
-            matplotlib.lines.Line2D(
+            Line2D(
                 [],
                 [],
                 marker=markers[group],
@@ -184,7 +185,6 @@ def plot_alignment_uniformity(points, path, *, title: str | None = None) -> str:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from jaxcl import losses
@@ -515,12 +516,8 @@ def plot_alpha_cl(linear, network, path) -> None:
       network: output of `relu_network_run` (its InfoNCE embeddings give alpha).
       path: PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     _importance_panels(axes[0], axes[1], network)
     for name, result in linear["losses"].items():
         axes[2].plot(
@@ -545,7 +542,6 @@ def plot_alpha_cl(linear, network, path) -> None:
     axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def plot_features(relu_network, linear_network, path) -> None:
@@ -556,12 +552,8 @@ def plot_features(relu_network, linear_network, path) -> None:
       linear_network: output of `relu_network_run` with ``relu=False``.
       path: PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     networks = ((relu_network, "-", "ReLU"), (linear_network, "--", "linear"))
     for network, linestyle, label in networks:
         for name, result in network["losses"].items():
@@ -599,7 +591,6 @@ def plot_features(relu_network, linear_network, path) -> None:
     fig.colorbar(image, ax=axes[2], fraction=0.046)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def _jsonable(run):

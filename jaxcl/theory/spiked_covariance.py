@@ -33,6 +33,8 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from tqdm.auto import tqdm
 
 from jaxcl.theory import learners
@@ -322,12 +324,8 @@ def plot_spiked_covariance(noise_records, dimension_records, path) -> None:
       dimension_records: output of `dimension_sweep` (middle panel).
       path: PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
     _plot_lines(axes[0], noise_records, "noise_ratio", "sin_theta")
     axes[0].set(
         xscale="log",
@@ -343,7 +341,7 @@ def plot_spiked_covariance(noise_records, dimension_records, path) -> None:
         title=f"heteroskedastic noise (ratio {dimension_records[0]['noise_ratio']:g})",
     )
     axes[1].set_xticks(sorted({r["dim"] for r in dimension_records}))
-    axes[1].get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[1].get_xaxis().set_major_formatter(ScalarFormatter())
     axes[1].minorticks_off()
     _plot_lines(axes[2], noise_records, "noise_ratio", "r2")
     axes[2].set(
@@ -357,7 +355,6 @@ def plot_spiked_covariance(noise_records, dimension_records, path) -> None:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_label_fraction(records, path) -> None:
@@ -367,12 +364,8 @@ def plot_label_fraction(records, path) -> None:
       records: output of `label_fraction_sweep`.
       path: PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8.5, 3.8))
+    fig = Figure(figsize=(8.5, 3.8))
+    ax = fig.subplots()
     for method, linestyle in (("SupCon (trained)", "-"), ("linear loss (closed form)", ":")):
         for task, color in (("in_domain", "tab:green"), ("transfer", "tab:purple")):
             xs, mean, std = _mean_std(records, "fraction", task, method)
@@ -399,7 +392,6 @@ def plot_label_fraction(records, path) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
