@@ -364,8 +364,7 @@ def train(trainer: Trainer, workdir: str, *, on_log: LogHook | None = None) -> T
         workdir, max_to_keep=config.max_checkpoints_to_keep, cleanup_tmp=True
     )
     state = restore_or_initialize(trainer, checkpointer)
-    start_step = int(state["step"])
-    total_steps = trainer.total_steps
+    start_step, total_steps = int(state["step"]), trainer.total_steps
     if main:
         # A run killed after its last checkpoint logged steps that it now redoes.
         truncate_metrics(workdir, start_step)
