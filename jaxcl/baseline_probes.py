@@ -6,76 +6,59 @@
   what the architecture alone gives, before any training.
 
 A learnt representation is only worth its training time by how far it beats both.
+Both stream their splits through the run's mesh like the evaluation itself
+(``jaxcl.run_probes``); raw pixels are only practical for small images, which
+``validate_config`` checks before a run starts.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from jaxcl import features
+from jaxcl.run_probes import linear_probe, split_features
 
-from jaxcl import probes
-
-__all__ = ["linear_top1", "random_encoder_linear_top1", "raw_pixels_linear_top1"]
-
-
-def linear_top1(config, num_classes, train_features, train_labels, test_features, test_labels):
-    """Test top-1 of ``config.eval``'s linear evaluation on the given features."""
-    return probes.linear_evaluation(
-        train_features,
-        train_labels,
-        test_features,
-        test_labels,
-        num_classes=num_classes,
-        epochs=config.eval.linear_epochs,
-        batch_size=config.eval.linear_batch_size,
-        learning_rate=config.eval.linear_learning_rate,
-        weight_decay=config.eval.linear_weight_decay,
-        seed=config.seed,
-    )["linear_top1"]
+__all__ = ["baselines", "random_encoder_linear_top1", "raw_pixels_linear_top1"]
 
 
-def raw_pixels_linear_top1(config, num_classes: int, train, test) -> float:
-    """Test top-1 of the linear evaluation protocol on flattened, standardised pixels.
+def _linear_top1_of(trainer, apply, variables) -> float:
+    spec, eval_config = trainer.data, trainer.config.eval
+    train = split_features(
+        trainer, variables, spec.eval_train_split, eval_config.max_train_examples, apply=apply
+    )
+    test = split_features(
+        trainer, variables, spec.eval_test_split, eval_config.max_test_examples, apply=apply
+    )
+    return linear_probe(trainer, train, test)["linear_top1"]
+
+
+def raw_pixels_linear_top1(trainer) -> float:
+    """Test top-1 of the run's linear evaluation on flattened, standardised pixels.
 
     Args:
-      config: a training config (its ``eval`` section and seed).
-      num_classes: classes of the dataset.
-      train: ``(images, labels)`` of the evaluation's training split.
-      test: ``(images, labels)`` of its test split.
+      trainer: the run's ``jaxcl.train.Trainer`` (data, mesh, ``config.eval``).
 
     Returns:
       Accuracy in [0, 1].
     """
-    (train_images, train_labels), (test_images, test_labels) = train, test
-
-    def flatten(images):
-        return np.reshape(images, (len(images), -1))
-
-    return linear_top1(
-        config, num_classes, flatten(train_images), train_labels, flatten(test_images), test_labels
-    )
+    return _linear_top1_of(trainer, features.flatten_pixels, {})
 
 
-def random_encoder_linear_top1(trainer, train, test) -> float:
-    """Test top-1 of the linear evaluation of the run's encoder at initialisation.
+def random_encoder_linear_top1(trainer) -> float:
+    """Test top-1 of the run's linear evaluation of its encoder at initialisation.
 
     Args:
-      trainer: the ``jaxcl.train.Trainer`` of the run (its initial state is
-        the random encoder; BatchNorm uses its initial running statistics).
-      train: ``(images, labels)`` of the evaluation's training split.
-      test: ``(images, labels)`` of its test split.
+      trainer: the run's ``jaxcl.train.Trainer``; its initial state is the
+        random encoder (BatchNorm with its initial running statistics).
 
     Returns:
       Accuracy in [0, 1].
     """
-    config = trainer.config
-    (train_images, train_labels), (test_images, test_labels) = train, test
-    encode = trainer.encoder_fn(trainer.initial_state())
-    batch = config.eval.feature_batch_size
-    return linear_top1(
-        config,
-        trainer.num_classes,
-        probes.extract_features(encode, train_images, batch_size=batch),
-        train_labels,
-        probes.extract_features(encode, test_images, batch_size=batch),
-        test_labels,
-    )
+    variables = trainer.encoder_variables(trainer.initial_state())
+    return _linear_top1_of(trainer, trainer.feature_fn, variables)
+
+
+def baselines(trainer) -> dict[str, float]:
+    """Both baselines: ``baseline_raw_pixels_top1`` and ``baseline_random_encoder_top1``."""
+    return {
+        "baseline_raw_pixels_top1": raw_pixels_linear_top1(trainer),
+        "baseline_random_encoder_top1": random_encoder_linear_top1(trainer),
+    }

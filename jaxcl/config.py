@@ -48,8 +48,10 @@ def default_config() -> ml_collections.ConfigDict:
     # Data.
     config.dataset = "fashion_mnist"
     config.train_split = ""  # "": the dataset's pretraining split
-    config.eval_train_split = "train"
-    config.eval_test_split = "test"
+    # "": the dataset's own evaluation splits (ImageNet: train / validation;
+    # Fashion-MNIST, CIFAR, STL-10: train / test).
+    config.eval_train_split = ""
+    config.eval_test_split = ""
     config.data_dir = ""  # "": TFDS's default
     config.dataset_options = ml_collections.ConfigDict()
     config.image_size = 28
@@ -239,6 +241,17 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> N
         info = data.dataset_info(config.dataset, options(config.dataset_options))
     except ValueError as error:
         fail("dataset_options", f"is invalid ({error})", "pass only the options listed")
+    for key in ("train_split", "eval_train_split", "eval_test_split"):
+        if config[key]:
+            try:
+                data.check_split(info, config[key])
+            except ValueError:
+                fail(
+                    key,
+                    f"is not a split of {config.dataset}",
+                    f"use one of {', '.join(info.num_examples)}",
+                )
+    _check_baselines_fit(config, info)
     # The random crop is resized to image_size: a larger size only upsamples
     # (ImageNet's images vary in size, so there is nothing to compare with).
     native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
@@ -277,6 +290,29 @@ def _check_keys(config, defaults, prefix: str = "") -> None:
                 f"is missing (its default: {_plain(defaults[key])!r})",
                 "build configs from jaxcl.config.default_config()",
             )
+
+
+# Raw-pixel features of the baseline probe above this many bytes are refused:
+# ImageNet's train split would be 1.28M x 224 x 224 x 3 x 4 bytes, about 770 GB.
+_MAX_RAW_PIXEL_BYTES = 8 * 2**30
+
+
+def _check_baselines_fit(config, info) -> None:
+    """Raises when the raw-pixel baseline would not fit in host memory."""
+    if not config.eval.baselines:
+        return
+    split = config.eval_train_split or info.eval_splits[0]
+    examples = config.eval.max_train_examples or data.split_num_examples(info, split)
+    channels = info.image_shape[2]
+    raw_bytes = examples * config.image_size**2 * channels * 4
+    if raw_bytes > _MAX_RAW_PIXEL_BYTES:
+        raise ConfigError(
+            "eval.baselines",
+            True,
+            f"needs {raw_bytes / 2**30:.0f} GiB of raw-pixel features for {examples} "
+            f"{config.image_size}x{config.image_size} images",
+            "turn it off or set config.eval.max_train_examples lower",
+        )
 
 
 def _check_dataset_files(config) -> None:

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 
-from jaxcl import baseline_probes, probes
+from jaxcl import baseline_probes, features, probes
+from jaxcl.run_probes import feature_batch_size, knn_top1, linear_probe, split_features
 
 __all__ = ["EvalResult", "KnnMonitor", "evaluate_state"]
 
@@ -30,21 +31,35 @@ class EvalResult(dict):
     test_labels: np.ndarray
 
 
-def _augmented_test_pairs(trainer, images_needed):
-    """Two augmented views of test images, for the alignment metric."""
-    iterator = trainer.data.train_iterator(
-        split=trainer.data.eval_test_split,
-        global_batch_size=min(images_needed, 1000),
-        num_views=2,
-        seed=trainer.config.seed + 1,
-        process_index=0,
-        process_count=1,
+def _augmented_view_features(trainer, variables, num_pairs):
+    """Features of two augmented views of ``num_pairs`` test images (for alignment)."""
+    batch = feature_batch_size(trainer, min(num_pairs, 1000))
+    views = next(
+        trainer.data.train_iterator(
+            split=trainer.data.eval_test_split,
+            global_batch_size=batch,
+            num_views=2,
+            seed=trainer.config.seed + 1,
+        )
     )
-    return next(iterator)["views"]
+    mask = np.ones(len(views["label"]), bool)
+    return [
+        features.stream_features(
+            trainer.feature_fn,
+            variables,
+            [{"image": views["views"][:, view], "label": views["label"], "mask": mask}],
+            trainer.mesh,
+        ).features
+        for view in (0, 1)
+    ]
 
 
 def evaluate_state(trainer, state) -> EvalResult:
     """Linear evaluation, kNN and alignment/uniformity of a train state's encoder.
+
+    Features of the evaluation splits are streamed through the encoder on the
+    mesh (``jaxcl.features``); no split's images are ever held in memory, so
+    the same code runs on Fashion-MNIST and on ImageNet.
 
     Args:
       trainer: the ``jaxcl.train.Trainer`` of the run.
@@ -57,57 +72,29 @@ def evaluate_state(trainer, state) -> EvalResult:
     """
     config, spec = trainer.config, trainer.data
     started = time.perf_counter()
-    encode = trainer.encoder_fn(state)
-    batch = config.eval.feature_batch_size
-    train = spec.eval_arrays(spec.eval_train_split, config.eval.max_train_examples)
-    test = spec.eval_arrays(spec.eval_test_split, config.eval.max_test_examples)
-    (train_images, train_labels), (test_images, test_labels) = train, test
-    train_features = probes.extract_features(encode, train_images, batch_size=batch)
-    test_features = probes.extract_features(encode, test_images, batch_size=batch)
-    results = EvalResult(
-        probes.linear_evaluation(
-            train_features,
-            train_labels,
-            test_features,
-            test_labels,
-            num_classes=trainer.num_classes,
-            epochs=config.eval.linear_epochs,
-            batch_size=config.eval.linear_batch_size,
-            learning_rate=config.eval.linear_learning_rate,
-            weight_decay=config.eval.linear_weight_decay,
-            seed=config.seed,
-        )
-    )
-    results["knn_top1"] = probes.knn_accuracy(
-        train_features,
-        train_labels,
-        test_features,
-        test_labels,
-        num_classes=trainer.num_classes,
-        k=config.knn_k,
-        temperature=config.knn_temperature,
-    )
-    views = _augmented_test_pairs(trainer, len(test_images))
+    variables = trainer.encoder_variables(state)
+    train = split_features(
+        trainer, variables, spec.eval_train_split, config.eval.max_train_examples,
+        description=f"features of {spec.eval_train_split}",
+    )  # fmt: skip
+    test = split_features(
+        trainer, variables, spec.eval_test_split, config.eval.max_test_examples,
+        description=f"features of {spec.eval_test_split}",
+    )  # fmt: skip
+    results = EvalResult(linear_probe(trainer, train, test))
+    results["knn_top1"] = knn_top1(trainer, train, test)
     results.update(
-        probes.alignment_uniformity(
-            probes.extract_features(encode, views[:, 0], batch_size=batch),
-            probes.extract_features(encode, views[:, 1], batch_size=batch),
-        )
+        probes.alignment_uniformity(*_augmented_view_features(trainer, variables, len(test.labels)))
     )
     if config.eval.baselines:
-        results["baseline_raw_pixels_top1"] = baseline_probes.raw_pixels_linear_top1(
-            config, trainer.num_classes, train, test
-        )
-        results["baseline_random_encoder_top1"] = baseline_probes.random_encoder_linear_top1(
-            trainer, train, test
-        )
+        results.update(baseline_probes.baselines(trainer))
     results.update(
         step=int(state["step"]),
-        train_examples=len(train_images),
-        test_examples=len(test_images),
+        train_examples=len(train.labels),
+        test_examples=len(test.labels),
         eval_seconds=time.perf_counter() - started,
     )
-    results.test_features, results.test_labels = test_features, test_labels
+    results.test_features, results.test_labels = test.features, test.labels
     return results
 
 
@@ -116,37 +103,26 @@ class KnnMonitor:
 
     A ``jaxcl.train.train`` ``on_log`` hook: it returns ``{'knn_top1': ...}`` at
     the log steps that are multiples of ``knn_every_steps`` and at the last step.
+    The subsets (the first ``knn_train_examples`` of the evaluation train split,
+    a fifth as many, at least 1000, of its test split) are streamed through the
+    encoder each time, like the end-of-run evaluation.
 
     Args:
       trainer: the run's trainer.
     """
 
     def __init__(self, trainer):
-        config, spec = trainer.config, trainer.data
+        config = trainer.config
         self.trainer = trainer
         self.every = config.knn_every_steps
-        self.train_images, self.train_labels = spec.eval_arrays(
-            spec.eval_train_split, config.knn_train_examples
-        )
-        self.test_images, self.test_labels = spec.eval_arrays(
-            spec.eval_test_split, max(1000, config.knn_train_examples // 5)
-        )
+        self.train_examples = config.knn_train_examples
+        self.test_examples = max(1000, config.knn_train_examples // 5)
 
     def __call__(self, step: int, state, is_last: bool) -> dict[str, float]:
         if step % self.every and not is_last:
             return {}
-        config = self.trainer.config
-        encode = self.trainer.encoder_fn(state)
-        batch = config.eval.feature_batch_size
-        train = probes.extract_features(encode, self.train_images, batch_size=batch)
-        test = probes.extract_features(encode, self.test_images, batch_size=batch)
-        top1 = probes.knn_accuracy(
-            train,
-            self.train_labels,
-            test,
-            self.test_labels,
-            num_classes=self.trainer.num_classes,
-            k=config.knn_k,
-            temperature=config.knn_temperature,
-        )
-        return {"knn_top1": top1}
+        trainer, spec = self.trainer, self.trainer.data
+        variables = trainer.encoder_variables(state)
+        train = split_features(trainer, variables, spec.eval_train_split, self.train_examples)
+        test = split_features(trainer, variables, spec.eval_test_split, self.test_examples)
+        return {"knn_top1": knn_top1(trainer, train, test)}

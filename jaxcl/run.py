@@ -89,15 +89,4 @@ def evaluate_baselines(config: ml_collections.ConfigDict) -> dict:
     Returns:
       ``{'baseline_raw_pixels_top1', 'baseline_random_encoder_top1'}``.
     """
-    trainer = Trainer(config)
-    spec = trainer.data
-    train_split = spec.eval_arrays(spec.eval_train_split, config.eval.max_train_examples)
-    test_split = spec.eval_arrays(spec.eval_test_split, config.eval.max_test_examples)
-    return {
-        "baseline_raw_pixels_top1": baseline_probes.raw_pixels_linear_top1(
-            config, trainer.num_classes, train_split, test_split
-        ),
-        "baseline_random_encoder_top1": baseline_probes.random_encoder_linear_top1(
-            trainer, train_split, test_split
-        ),
-    }
+    return baseline_probes.baselines(Trainer(config))

@@ -277,28 +277,27 @@ class Trainer:
         )
         return new_state, metrics
 
-    # -------------------------------------------------------------- features
-
-    def encoder_fn(self, state: TrainState) -> Callable[[jax.Array], jax.Array]:
-        """A function from images to encoder features in evaluation mode (jitted once)."""
-        params, batch_stats = state["params"], state["batch_stats"]
-        return lambda images: self._encode(params, batch_stats, images)
+    @staticmethod
+    def encoder_variables(state: TrainState) -> dict:
+        """The encoder's part of a train state: the variables of ``feature_fn``."""
+        return {"params": state["params"], "batch_stats": state["batch_stats"]}
 
     @functools.cached_property
-    def _encode(self):
+    def feature_fn(self) -> Callable[[dict, jax.Array], jax.Array]:
+        """``(variables, images) -> features``: the encoder in evaluation mode, pure.
+
+        Variables (``encoder_variables``) are an argument, not constants, so one
+        compiled program serves every checkpoint (``jaxcl.features``).
+        """
         graphdef, dtype = self.graphdef, self.compute_dtype
 
-        @jax.jit
-        def encode(params, batch_stats, images):
-            network = nnx.merge(graphdef, params, batch_stats)
+        def features(variables, images):
+            network = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
             # Running statistics: evaluation never touches the batch axis.
             network = nnx.view(network, use_running_average=True, raise_if_not_found=False)
             return network.encoder(images.astype(dtype)).astype(jnp.float32)
 
-        return encode
-
-
-# ---------------------------------------------------------------------- loop
+        return features
 
 
 def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> TrainState:

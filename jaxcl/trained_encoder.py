@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -33,4 +34,5 @@ def load_encoder(workdir: str, *, step: int | None = None) -> Callable[[jax.Arra
       (16, 256)
     """
     run = restore_run(workdir, step=step)
-    return run.trainer.encoder_fn(run.state)
+    encode = jax.jit(run.trainer.feature_fn)
+    return functools.partial(encode, run.trainer.encoder_variables(run.state))

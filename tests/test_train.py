@@ -190,7 +190,8 @@ def test_metrics_and_load_encoder(tmp_path):
     expected, _ = functional.apply(*functional.split(encoder.encoder), images, train=False)
     assert features.shape == (3, 16) and features.dtype == np.float32
     np.testing.assert_allclose(features, np.asarray(expected), rtol=1e-5, atol=1e-6)
-    untrained = Trainer(run.config).encoder_fn(Trainer(run.config).initial_state())(images)
+    fresh = Trainer(run.config)
+    untrained = fresh.feature_fn(fresh.encoder_variables(fresh.initial_state()), images)
     assert not np.allclose(features, np.asarray(untrained), atol=1e-3)
 
 

@@ -39,6 +39,8 @@ _EXPORTS = {
     "AugmentConfig": "augment",
     "PRESET_NAMES": "augment",
     "is_prepared": "datasets",
+    "check_split": "datasets",
+    "split_num_examples": "datasets",
     "DataSpec": "spec",
     "FashionMnistDebian": "fashion_mnist_debian",
     "FASHION_MNIST_CLASS_NAMES": "fashion_mnist_debian:CLASS_NAMES",

@@ -26,8 +26,10 @@ class DataSpec:
     Attributes:
       dataset: a name in ``jaxcl.data.DATASET_NAMES``.
       train_split: the pretraining split (None: the dataset's own).
-      eval_train_split: the split the linear probe and kNN are fitted on.
-      eval_test_split: the split they are scored on.
+      eval_train_split: the split the linear probe and kNN are fitted on (the
+        dataset's ``eval_splits[0]`` unless the config names one).
+      eval_test_split: the split they are scored on (``eval_splits[1]``: e.g.
+        ImageNet's 'validation').
       data_dir: the TFDS data directory (None: TFDS's default).
       dataset_options: per-dataset options (see ``jaxcl.data.datasets``).
       image_size: the side of training and evaluation images.
@@ -54,11 +56,12 @@ class DataSpec:
     @classmethod
     def from_config(cls, config) -> DataSpec:
         """The data of a training config (``jaxcl.config.default_config`` keys)."""
+        info = datasets.dataset_info(config.dataset, _as_dict(config.dataset_options))
         return cls(
             dataset=config.dataset,
             train_split=config.train_split or None,
-            eval_train_split=config.eval_train_split,
-            eval_test_split=config.eval_test_split,
+            eval_train_split=config.eval_train_split or info.eval_splits[0],
+            eval_test_split=config.eval_test_split or info.eval_splits[1],
             data_dir=config.data_dir or None,
             dataset_options=_as_dict(config.dataset_options),
             image_size=config.image_size,
