@@ -17,12 +17,12 @@ shadow the step when it is saved again nor count towards ``max_to_keep``.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from jaxcl import workdir_io
 
 __all__ = ["Checkpointer", "UnreadableCheckpointError", "abstract_like"]
 
@@ -76,8 +76,9 @@ class Checkpointer:
         async_save: bool = True,
         cleanup_tmp: bool = False,
     ):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        self.unreadable_directory = os.path.abspath(os.path.join(workdir, "checkpoints_unreadable"))
+        # epath paths: orbax writes local and gs:// directories alike.
+        self.directory = workdir_io.resolve(workdir) / "checkpoints"
+        self.unreadable_directory = workdir_io.resolve(workdir) / "checkpoints_unreadable"
         if cleanup_tmp:
             self._remove_unfinished_saves()
         options = ocp.CheckpointManagerOptions(
@@ -95,11 +96,11 @@ class Checkpointer:
     def _remove_unfinished_saves(self) -> None:
         # orbax's own cleanup_tmp_directories runs in a thread that is only
         # awaited by the next save, and fails if the manager is closed first.
-        if jax.process_index() == 0 and os.path.isdir(self.directory):
-            for name in sorted(os.listdir(self.directory)):
-                if ocp.step.TMP_DIR_SUFFIX in name:
-                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-                    logging.warning("removed %s, a save that never completed", name)
+        if jax.process_index() == 0 and self.directory.is_dir():
+            for path in sorted(self.directory.iterdir()):
+                if ocp.step.TMP_DIR_SUFFIX in path.name:
+                    path.rmtree(missing_ok=True)
+                    logging.warning("removed %s, a save that never completed", path.name)
         _sync_processes("jaxcl_checkpoint_cleanup")
 
     def latest_step(self) -> int | None:
@@ -187,14 +188,14 @@ class Checkpointer:
     def _set_aside(self, steps: list[int]) -> None:
         """Moves the directories of ``steps`` out of the manager's sight."""
         if jax.process_index() == 0:
-            os.makedirs(self.unreadable_directory, exist_ok=True)
+            self.unreadable_directory.mkdir(parents=True, exist_ok=True)
             for step in steps:
-                target = os.path.join(self.unreadable_directory, str(step))
+                target = self.unreadable_directory / str(step)
                 suffix = 1
-                while os.path.exists(target):  # the same step failed before
-                    target = os.path.join(self.unreadable_directory, f"{step}.{suffix}")
+                while target.exists():  # the same step failed before
+                    target = self.unreadable_directory / f"{step}.{suffix}"
                     suffix += 1
-                shutil.move(os.path.join(self.directory, str(step)), target)
+                (self.directory / str(step)).rename(target)
                 logging.warning("moved unreadable checkpoint %d to %s", step, target)
         _sync_processes("jaxcl_checkpoint_set_aside")
         self._manager.reload()

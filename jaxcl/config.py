@@ -14,13 +14,12 @@ method declares (``jaxcl.methods.base.Method.defaults``).
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 
 import ml_collections
 
-from jaxcl import data, models, optim
+from jaxcl import data, models, optim, workdir_io
 from jaxcl.methods import METHOD_NAMES, get_method
 
 
@@ -185,7 +184,9 @@ def options(config_value) -> dict:
     return dict(config_value) if config_value else {}
 
 
-def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> None:
+def validate_config(
+    config: ml_collections.ConfigDict, *, num_devices: int, check_data_files: bool = True
+) -> None:
     """Checks a config before anything expensive starts.
 
     Each problem raises a one-line ``ConfigError`` (a ``ValueError``) naming the
@@ -199,6 +200,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> N
     Args:
       config: the training config.
       num_devices: devices of the data mesh (all processes).
+      check_data_files: also check that the dataset's files are there (off when
+        only the encoder is wanted, on a machine without the data).
     """
 
     def fail(key, problem, fix):
@@ -265,7 +268,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int) -> N
         data.get_preset(config.augmentation, **options(config.augment_options))
     except (ValueError, TypeError) as error:
         fail("augment_options", f"is invalid ({error})", "see jaxcl.data.AugmentConfig")
-    _check_dataset_files(config)
+    if check_data_files:
+        _check_dataset_files(config)
 
 
 def _plain(value):
@@ -354,16 +358,9 @@ def _check_dataset_files(config) -> None:
 # ------------------------------------------------------- the workdir's copy
 
 
-def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes ``workdir/config.json`` atomically (read back by ``load_config``)."""
-    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    workdir_io.write_json(workdir_io.resolve(workdir) / "config.json", config.to_dict())
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -374,13 +371,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     Raises:
       FileNotFoundError: ``workdir`` holds no ``config.json``.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = workdir_io.resolve(workdir) / "config.json"
+    if not path.exists():
         raise FileNotFoundError(
             f"{path} does not exist; pass the --workdir of a jaxcl training run."
         )
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
+    saved = workdir_io.read_json(path)
     config = default_config()
     config.unlock()
     _merge_saved(config, saved)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+from jaxcl import workdir_io
 
 __all__ = ["MetricsWriter", "read_metrics", "truncate_metrics"]
 
@@ -32,12 +33,14 @@ class MetricsWriter:
     """
 
     def __init__(self, workdir: str, *, tensorboard: bool = True, purge_step: int | None = None):
-        os.makedirs(workdir, exist_ok=True)
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        directory = workdir_io.resolve(workdir)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "metrics.jsonl"
+        self._file = self.path.open("a", encoding="utf-8")  # closed in close()
         self._events = None
         if tensorboard:
-            self._events = EventFileWriter(os.path.join(workdir, "tensorboard"))
+            # TensorBoard writes through tf.io.gfile, which knows gs:// too.
+            self._events = EventFileWriter(str(directory / "tensorboard"))
             if purge_step is not None:
                 restart = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
                 self._events.add_event(
@@ -74,11 +77,11 @@ class MetricsWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
     """The records of ``workdir/metrics.jsonl``, in order (for plots and tests)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = workdir_io.resolve(workdir) / "metrics.jsonl"
+    if not path.exists():
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def truncate_metrics(workdir: str, last_step: int) -> None:
@@ -90,11 +93,10 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
     leaves the old one. (TensorBoard's events are purged by the resumed run's
     ``MetricsWriter(purge_step=...)``.)
     """
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = workdir_io.resolve(workdir) / "metrics.jsonl"
+    if not path.exists():
         return
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines(True) if line.strip()]
     kept = []
     for line in lines:
         try:
@@ -105,7 +107,4 @@ def truncate_metrics(workdir: str, last_step: int) -> None:
             kept.append(line if line.endswith("\n") else line + "\n")
     if kept == lines:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    workdir_io.write_bytes(path, "".join(kept).encode("utf-8"))

@@ -6,13 +6,13 @@ person can look at what was learnt without reading numbers.
 
 from __future__ import annotations
 
-import os
+import io
 
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxcl import data
+from jaxcl import data, workdir_io
 from jaxcl.metric_writer import read_metrics
 
 __all__ = [
@@ -53,7 +53,7 @@ def plot_training_curves(records: list[dict], out: str, title: str = "") -> None
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    save_png(fig, out, dpi=90)
 
 
 def plot_embedding(
@@ -93,7 +93,7 @@ def plot_embedding(
     ax.legend(markerscale=4, fontsize=8, loc="best")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
+    save_png(fig, out, dpi=90)
 
 
 def plot_augmentations(spec: data.DataSpec, out: str, *, num_examples: int = 8) -> None:
@@ -109,10 +109,17 @@ def plot_augmentations(spec: data.DataSpec, out: str, *, num_examples: int = 8) 
     )
 
 
-def plots_directory(workdir: str) -> str:
-    """``workdir/plots``, created if needed."""
-    path = os.path.join(workdir, "plots")
-    os.makedirs(path, exist_ok=True)
+def save_png(fig: Figure, out, *, dpi: int) -> None:
+    """Writes ``fig`` as a PNG to ``out``, a local or ``gs://`` path, atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    workdir_io.write_bytes(workdir_io.resolve(out), buffer.getvalue())
+
+
+def plots_directory(workdir: str):
+    """``workdir/plots`` (an ``epath.Path``), created if needed."""
+    path = workdir_io.resolve(workdir) / "plots"
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -132,15 +139,15 @@ def write_run_plots(config, spec: data.DataSpec, workdir: str, results) -> None:
     name = f"{config.method} / {config.model} / {config.dataset}"
     records = read_metrics(workdir)
     if records:
-        plot_training_curves(records, f"{directory}/training_curves.png", title=name)
+        plot_training_curves(records, directory / "training_curves.png", title=name)
     class_names = (
         list(data.FASHION_MNIST_CLASS_NAMES) if config.dataset == "fashion_mnist" else None
     )
     plot_embedding(
         results.test_features,
         results.test_labels,
-        f"{directory}/embedding_pca.png",
+        directory / "embedding_pca.png",
         class_names=class_names,
         title=f"{name}: test features, linear top-1 {100 * results['linear_top1']:.2f}%",
     )
-    plot_augmentations(spec, f"{directory}/augmentations.png")
+    plot_augmentations(spec, directory / "augmentations.png")

@@ -37,7 +37,11 @@ class RestoredRun:
 
 
 def restore_run(
-    workdir: str, *, step: int | None = None, mesh: jax.sharding.Mesh | None = None
+    workdir: str,
+    *,
+    step: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    check_data_files: bool = True,
 ) -> RestoredRun:
     """Restores the newest readable checkpoint (or ``step``) of the run in ``workdir``.
 
@@ -46,6 +50,8 @@ def restore_run(
       step: a checkpoint step; None for the newest readable one.
       mesh: the data mesh to restore onto (default: every device); any device
         or process count works, whatever the run trained on.
+      check_data_files: require the run's dataset on this machine (False when
+        only the encoder is wanted: ``load_encoder``, ``jaxcl.export``).
 
     Returns:
       A ``RestoredRun``.
@@ -54,7 +60,7 @@ def restore_run(
       FileNotFoundError: ``workdir`` holds no config or no checkpoint.
     """
     config = load_config(workdir)
-    trainer = Trainer(config, mesh)
+    trainer = Trainer(config, mesh, check_data_files=check_data_files)
     checkpointer = Checkpointer(workdir)
     try:
         restored_step, state = checkpointer.restore(trainer.abstract_state(), step=step)

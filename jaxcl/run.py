@@ -7,13 +7,10 @@ jaxcl.main``) and of notebooks: ``train_and_evaluate(config, workdir)``.
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import ml_collections
 
-from jaxcl import baseline_probes, plots
+from jaxcl import baseline_probes, plots, workdir_io
 from jaxcl.evaluation import KnnMonitor, evaluate_state
 from jaxcl.restore import restore_run
 from jaxcl.train import Trainer, train
@@ -22,11 +19,7 @@ __all__ = ["evaluate_baselines", "evaluate_workdir", "train_and_evaluate"]
 
 
 def _write_results(workdir: str, results: dict) -> None:
-    path = os.path.join(workdir, "results.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    workdir_io.write_json(workdir_io.resolve(workdir) / "results.json", results)
 
 
 def _finish(trainer: Trainer, state, workdir: str) -> dict:

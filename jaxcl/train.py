@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -29,14 +28,13 @@ from typing import Any, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxcl import data, distributed, optim
+from jaxcl import data, distributed, optim, workdir_io
 from jaxcl.checkpoint import Checkpointer, abstract_like
 from jaxcl.config import save_config, validate_config
 from jaxcl.contrastive_network import build_network, online_probe_metrics, resolve_compute_dtype
@@ -70,12 +68,13 @@ class Trainer:
     Args:
       config: the training config (see ``jaxcl.config.default_config``).
       mesh: the data mesh (default: all devices).
+      check_data_files: check that the dataset is on disk (False: encoder only).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None):
+    def __init__(self, config, mesh=None, *, check_data_files: bool = True):
         self.config = config
         self.mesh = mesh if mesh is not None else distributed.data_mesh()
-        validate_config(config, num_devices=self.mesh.size)
+        validate_config(config, num_devices=self.mesh.size, check_data_files=check_data_files)
         self.method = get_method(config.method)
         self.settings = config[self.method.name]
         self.data = data.DataSpec.from_config(config)
@@ -356,8 +355,9 @@ def train(trainer: Trainer, workdir: str, *, on_log: LogHook | None = None) -> T
     """
     config = trainer.config
     main = distributed.is_main_process()
+    # Every process: a workdir none can write fails here, in one line.
+    workdir_io.check_writable(workdir)
     if main:
-        os.makedirs(workdir, exist_ok=True)
         save_config(config, workdir)
     checkpointer = Checkpointer(
         workdir, max_to_keep=config.max_checkpoints_to_keep, cleanup_tmp=True

@@ -25,6 +25,8 @@ from importlib import metadata
 
 import jax
 
+from jaxcl import workdir_io
+
 YNN_FUSION_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 # Keep YNNPACK's other fusions; route single convolutions to XLA's own emitter.
 CPU_FLAGS = (f"{YNN_FUSION_FLAG}=-individual_convolution",)
@@ -75,12 +77,14 @@ def enable_compilation_cache(directory: str = DEFAULT_COMPILATION_CACHE) -> str 
       directory: where to keep compiled programs; '' leaves the cache off.
 
     Returns:
-      The absolute cache directory, or None when left off.
+      The cache directory (absolute if local), or None when left off.
     """
     if not directory:
         return None
-    path = os.path.abspath(os.path.expanduser(directory))
-    os.makedirs(path, exist_ok=True)
+    # JAX reads and writes the cache through etils.epath: gs:// works too.
+    resolved = workdir_io.resolve(directory)
+    resolved.mkdir(parents=True, exist_ok=True)
+    path = str(resolved)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

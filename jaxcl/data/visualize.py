@@ -17,8 +17,10 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import io
 
 import numpy as np
+from etils import epath
 from matplotlib.figure import Figure
 
 from jaxcl.data import augment, datasets
@@ -56,7 +58,10 @@ def plot_views(original, views, labels, out, title=""):
         axes[row, 0].set_ylabel(f"label {labels[row]}", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    # Any epath filesystem (gs:// included).
+    epath.Path(out).write_bytes(buffer.getvalue())
 
 
 def plot_augmentation_grid(spec: DataSpec, out: str, *, num_examples=8, num_views=6) -> None:
