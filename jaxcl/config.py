@@ -255,6 +255,8 @@ def validate_config(
                     f"use one of {', '.join(info.num_examples)}",
                 )
     _check_baselines_fit(config, info)
+    if not info.labelled:
+        _check_labels_not_needed(config, method)
     # The random crop is resized to image_size: a larger size only upsamples
     # (ImageNet's images vary in size, so there is nothing to compare with).
     native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
@@ -317,6 +319,26 @@ def _check_baselines_fit(config, info) -> None:
             f"{config.image_size}x{config.image_size} images",
             "turn it off or set config.eval.max_train_examples lower",
         )
+
+
+def _check_labels_not_needed(config, method) -> None:
+    """Raises when an unlabelled dataset meets a part of the run that needs labels."""
+    needs_labels = {
+        "eval.run_at_end": config.eval.run_at_end,
+        "knn_every_steps": config.knn_every_steps > 0,
+        "eval.baselines": config.eval.baselines,
+        "method": method.uses_labels,
+    }
+    for key, needed in needs_labels.items():
+        if needed:
+            section, _, name = key.rpartition(".")
+            value = (config[section] if section else config)[name]
+            raise ConfigError(
+                key,
+                value,
+                f"needs class labels, and this {config.dataset} has none",
+                "turn it off, or put the images in a folder per class",
+            )
 
 
 def _check_dataset_files(config) -> None:

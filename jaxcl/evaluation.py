@@ -9,12 +9,13 @@ writes nothing: ``jaxcl.run`` turns its result into ``results.json`` and plots.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
 from jaxcl import baseline_probes, features, probes
-from jaxcl.run_probes import feature_batch_size, knn_top1, linear_probe, split_features
+from jaxcl.run_probes import knn_top1, linear_probe, split_features
 
 __all__ = ["EvalResult", "KnnMonitor", "evaluate_state"]
 
@@ -31,9 +32,17 @@ class EvalResult(dict):
     test_labels: np.ndarray
 
 
-def _augmented_view_features(trainer, variables, num_pairs):
-    """Features of two augmented views of ``num_pairs`` test images (for alignment)."""
-    batch = feature_batch_size(trainer, min(num_pairs, 1000))
+def _alignment_uniformity(trainer, variables, num_images) -> dict[str, float]:
+    """Alignment and uniformity of two augmented views of up to 1000 test images.
+
+    As many images as split evenly over the devices (one batch of the training
+    pipeline on the test split); NaN when the test split has fewer images than
+    there are devices.
+    """
+    devices = trainer.mesh.size
+    batch = min(num_images, 1000) // devices * devices
+    if batch == 0:
+        return {"alignment": math.nan, "uniformity": math.nan}
     views = next(
         trainer.data.train_iterator(
             split=trainer.data.eval_test_split,
@@ -43,7 +52,7 @@ def _augmented_view_features(trainer, variables, num_pairs):
         )
     )
     mask = np.ones(len(views["label"]), bool)
-    return [
+    view_features = [
         features.stream_features(
             trainer.feature_fn,
             variables,
@@ -52,6 +61,7 @@ def _augmented_view_features(trainer, variables, num_pairs):
         ).features
         for view in (0, 1)
     ]
+    return probes.alignment_uniformity(*view_features)
 
 
 def evaluate_state(trainer, state) -> EvalResult:
@@ -83,9 +93,7 @@ def evaluate_state(trainer, state) -> EvalResult:
     )  # fmt: skip
     results = EvalResult(linear_probe(trainer, train, test))
     results["knn_top1"] = knn_top1(trainer, train, test)
-    results.update(
-        probes.alignment_uniformity(*_augmented_view_features(trainer, variables, len(test.labels)))
-    )
+    results.update(_alignment_uniformity(trainer, variables, len(test.labels)))
     if config.eval.baselines:
         results.update(baseline_probes.baselines(trainer))
     results.update(

@@ -12,6 +12,9 @@ Names (see `DATASET_NAMES`):
   'train' / 'test'. Unlabelled examples have label -1.
 - ``imagenet2012``: TFDS with the manual download (pass the tar files' directory as
   ``dataset_options={'manual_dir': ...}`` the first time).
+- ``image_folder``: the user's own images under ``dataset_options={'root': DIR}``
+  (a folder per class, optionally under split folders, or a flat unlabelled
+  folder; see `jaxcl.data.image_folder`).
 - ``synthetic``: images generated on the fly, deterministically, from
   ``dataset_options`` (``image_shape``, ``num_classes``, ``num_examples``); no disk.
 
@@ -37,7 +40,7 @@ import threading
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxcl.data import fashion_mnist_debian
+from jaxcl.data import fashion_mnist_debian, image_folder
 from jaxcl.data._tf import hide_accelerators_from_tensorflow, tf
 
 
@@ -57,6 +60,7 @@ class DatasetInfo:
       default_image_size: the side the references train at.
       eval_crop_fraction: the center crop of evaluation (SimCLR: 0.875 on ImageNet,
         none on small images).
+      labelled: whether examples have class labels (the probes need them).
     """
 
     name: str
@@ -67,6 +71,7 @@ class DatasetInfo:
     eval_splits: tuple[str, str]
     default_image_size: int
     eval_crop_fraction: float = 1.0
+    labelled: bool = True
 
 
 SYNTHETIC_DEFAULTS = {
@@ -96,6 +101,7 @@ _CATALOG = {
         "imagenet2012", {"train": 1_281_167, "validation": 50_000}, (None, None, 3), 1000,
         "train", ("train", "validation"), 224, eval_crop_fraction=0.875,
     ),
+    "image_folder": None,  # Scanned from dataset_options['root'] by `dataset_info`.
     "synthetic": None,  # Built from dataset_options by `dataset_info`.
 }  # fmt: skip
 DATASET_NAMES = tuple(_CATALOG)
@@ -116,6 +122,7 @@ _OPTIONS = {
     "cifar100": {"in_memory", "shuffle_buffer"},
     "stl10": {"in_memory", "shuffle_buffer"},
     "imagenet2012": {"manual_dir", "in_memory", "shuffle_buffer"},
+    "image_folder": {"root", "channels", "default_image_size", "eval_crop_fraction"},
 }
 
 
@@ -166,6 +173,8 @@ def dataset_info(dataset, dataset_options=None):
     """
     check_dataset_name(dataset)
     options = _check_options(dataset, dataset_options)
+    if dataset == "image_folder":
+        return _image_folder_info(options)
     if dataset != "synthetic":
         return _CATALOG[dataset]
     shape = tuple(int(x) for x in options.get("image_shape", SYNTHETIC_DEFAULTS["image_shape"]))
@@ -179,6 +188,23 @@ def dataset_info(dataset, dataset_options=None):
         "train",
         ("train", "test"),
         shape[0],
+    )
+
+
+def _image_folder_info(options):
+    if not options.get("root"):
+        raise ValueError("image_folder needs dataset_options={'root': DIR}")
+    splits, class_names = image_folder.scan(str(options["root"]))
+    return DatasetInfo(
+        "image_folder",
+        {split: len(paths) for split, (paths, _) in splits.items()},
+        (None, None, int(options.get("channels", 3))),
+        max(1, len(class_names)),
+        "train" if "train" in splits else next(iter(splits)),
+        image_folder.eval_splits(splits),
+        int(options.get("default_image_size", 224)),
+        eval_crop_fraction=float(options.get("eval_crop_fraction", 1.0)),
+        labelled=bool(class_names),
     )
 
 
@@ -425,6 +451,8 @@ def get_source(dataset, split, data_dir=None, dataset_options=None):
     if dataset == "synthetic":
         return SyntheticSource(split, info, seed=options.get("seed", 0))
     check_split(info, split)
+    if dataset == "image_folder":
+        return _folder_source(split, info, options)
     in_memory = options.get("in_memory", dataset not in _STREAMING_BY_DEFAULT)
     key = (dataset, split, str(data_dir), in_memory, repr(sorted(options.items())))
     with _CACHE_LOCK:
@@ -437,6 +465,18 @@ def get_source(dataset, split, data_dir=None, dataset_options=None):
                 buffer = options.get("shuffle_buffer", 10_000)
                 _CACHE[key] = StreamingSource(dataset, split, builder, info, buffer)
         return _CACHE[key]
+
+
+def _folder_source(split, info, options):
+    splits, _ = image_folder.scan(str(options["root"]))
+    if "[" in split:
+        raise ValueError(f"image_folder splits cannot be sliced: {split!r}")
+    paths, labels = [], []
+    for part in split.split("+"):
+        part_paths, part_labels = splits[part.strip()]
+        paths += part_paths
+        labels += part_labels
+    return image_folder.FolderSource(split, paths, labels, info, info.image_shape[2])
 
 
 def is_prepared(dataset, data_dir=None):
