@@ -14,7 +14,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from jaxcl import data, load_encoder
+from jaxcl import configs, data, load_encoder
 from jaxcl.config import ConfigError, validate_config
 from jaxcl.methods import MethodSettingError, get_method
 from jaxcl.metric_writer import read_metrics
@@ -23,7 +23,7 @@ from jaxcl.restore import restore_run
 from jaxcl.run import train_and_evaluate
 from jaxcl.train import Trainer
 
-CONFIG_FILES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py")))
+CONFIG_FILES = [configs.path(name) for name in configs.NAMES]
 
 
 def tiny_config(method_name="simclr", **overrides):

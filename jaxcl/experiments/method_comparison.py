@@ -13,14 +13,13 @@ its test features are measured. Writes ``comparison.json``, ``comparison.md``
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
 
 from absl import app, flags
 
-from jaxcl import xla_defaults
+from jaxcl import configs, xla_defaults
 from jaxcl.run import train_and_evaluate
 from jaxcl.theory.align_uniform import plot_alignment_uniformity as plot_alignment_uniformity_plane
 
@@ -49,11 +48,7 @@ METHOD_SETTINGS = {
 
 def base_config():
     """``configs/simclr_fashion_mnist.py``'s config, the shared recipe."""
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "simclr_fashion_mnist.py")
-    spec = importlib.util.spec_from_file_location("simclr_fashion_mnist", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return configs.get_config("simclr_fashion_mnist")
 
 
 def run_method(method: str, workdir: str, *, num_epochs: float, overrides: dict) -> dict:
