@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -36,7 +37,9 @@ class MetricsWriter:
         directory = workdir_io.resolve(workdir)
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "metrics.jsonl"
-        self._file = self.path.open("a", encoding="utf-8")  # closed in close()
+        # epath's gs:// (TensorFlow) backend opens files as context managers only.
+        self._files = contextlib.ExitStack()
+        self._file = self._files.enter_context(self.path.open("a", encoding="utf-8"))
         self._events = None
         if tensorboard:
             # TensorBoard writes through tf.io.gfile, which knows gs:// too.
@@ -70,7 +73,7 @@ class MetricsWriter:
 
     def close(self) -> None:
         """Flushes and closes the files."""
-        self._file.close()
+        self._files.close()
         if self._events is not None:
             self._events.close()
 

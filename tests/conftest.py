@@ -111,6 +111,7 @@ SLOW_TESTS = (
     "test_blockwise.py::test_memory_is_linear_in_the_batch",
     "test_blockwise.py::test_sharded_equals_single_device",
     "test_data.py::test_fashion_mnist_builder",
+    "test_gcs_workdir.py::test_gs_workdir_holds_every_output_and_resumes",
     "test_losses.py::TestAgainstNumpy::test_sup_con_anchor_without_positive_gives_no_nan",
     "test_losses.py::TestNumerics::test_zero_embeddings_are_finite",
     "test_losses.py::TestProperties::test_finite_for_large_and_constant_inputs",
