@@ -367,7 +367,7 @@ embedding_arrays = st.integers(min_value=2, max_value=9).flatmap(
 
 
 class TestProperties:
-    @settings(max_examples=12, deadline=None)
+    @settings(max_examples=6, deadline=None)
     @given(embedding_arrays, st.floats(min_value=0.05, max_value=5.0))
     def test_permutation_and_scale_invariance(self, shape_seed, scale):
         n, d, seed = shape_seed
@@ -393,7 +393,7 @@ class TestProperties:
             np.testing.assert_allclose(scaled, value, rtol=1e-4, atol=1e-5, err_msg=name)
         assert np.isfinite(losses.sup_con(stacked, labels))
 
-    @settings(max_examples=12, deadline=None)
+    @settings(max_examples=6, deadline=None)
     @given(embedding_arrays, st.floats(min_value=-1e6, max_value=1e6))
     def test_finite_for_large_and_constant_inputs(self, shape_seed, offset):
         n, d, seed = shape_seed

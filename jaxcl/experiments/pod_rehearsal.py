@@ -123,19 +123,31 @@ def _launch(config_path, workdir, logs, phase, processes, devices_per_process):
     return launched
 
 
+def _peak_rss_mib(pid: int) -> float | None:
+    """The process's own high-water mark of resident memory (VmHWM), while it runs."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # exited meanwhile, or no /proc
+        return None
+    return None
+
+
 def _wait_all(launched, timeout_s):
-    """Exit codes and peak RSS (MiB) of every process; kills all on a timeout."""
+    """Exit codes and peak RSS (MiB) of every process; kills all on a timeout.
+
+    The peak is the last VmHWM read while the process ran (polled every 0.2 s),
+    so growth in its final moment can be missed.
+    """
     deadline = time.monotonic() + timeout_s
-    codes, peaks = [None] * len(launched), [None] * len(launched)
+    codes, peaks = [None] * len(launched), [0.0] * len(launched)
     while None in codes:
         for i, (process, _) in enumerate(launched):
             if codes[i] is None:
-                # wait4 reports this child's own peak resident memory.
-                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-                if pid:
-                    codes[i] = os.waitstatus_to_exitcode(status)
-                    process.returncode = codes[i]
-                    peaks[i] = usage.ru_maxrss / 1024
+                peaks[i] = max(peaks[i], _peak_rss_mib(process.pid) or 0.0)
+                codes[i] = process.poll()
         if time.monotonic() > deadline:
             for process, _ in launched:
                 if process.returncode is None:
