@@ -212,8 +212,10 @@ def validate_config(
         fail("method", "is unknown", f"use one of {', '.join(METHOD_NAMES)}")
     if config.model not in models.ENCODER_NAMES:
         fail("model", "is not an encoder", f"use one of {', '.join(models.ENCODER_NAMES)}")
-    if config.dataset not in data.DATASET_NAMES:
-        fail("dataset", "is unknown", f"use one of {', '.join(data.DATASET_NAMES)}")
+    try:
+        data.check_dataset_name(config.dataset, config.data_dir or None)
+    except ValueError as error:
+        fail("dataset", f"is unknown ({error})", f"use one of {', '.join(data.DATASET_NAMES)}")
     if config.augmentation not in data.PRESET_NAMES:
         fail("augmentation", "is unknown", f"use one of {', '.join(data.PRESET_NAMES)}")
     if config.optimizer not in optim.OPTIMIZERS:
@@ -240,10 +242,7 @@ def validate_config(
     method = get_method(config.method)
     if method.validate is not None:
         method.validate(config[method.name], config)
-    try:
-        info = data.dataset_info(config.dataset, options(config.dataset_options))
-    except ValueError as error:
-        fail("dataset_options", f"is invalid ({error})", "pass only the options listed")
+    info = _dataset_info(config, check_data_files)
     for key in ("train_split", "eval_train_split", "eval_test_split"):
         if config[key]:
             try:
@@ -272,6 +271,32 @@ def validate_config(
         fail("augment_options", f"is invalid ({error})", "see jaxcl.data.AugmentConfig")
     if check_data_files:
         _check_dataset_files(config)
+
+
+def _dataset_info(config, check_data_files: bool):
+    """The config's ``DatasetInfo``; a TFDS dataset by name is prepared first if needed.
+
+    Preparing (downloading) is the one expensive step of validation, and the run
+    needs it anyway; without ``check_data_files`` an unprepared one is an error.
+    """
+    try:
+        return data.dataset_info(
+            config.dataset,
+            options(config.dataset_options),
+            config.data_dir or None,
+            prepare=check_data_files,
+        )
+    except data.NotPreparedError:
+        data_dir = config.data_dir or "~/tensorflow_datasets"
+        raise ConfigError(
+            "dataset", config.dataset, f"is not prepared in data_dir {data_dir}",
+            f"prepare it there (tfds build {config.dataset} --data_dir={data_dir})",
+        ) from None  # fmt: skip
+    except ValueError as error:
+        raise ConfigError(
+            "dataset_options", options(config.dataset_options), f"is invalid ({error})",
+            "pass only the options listed",
+        ) from None  # fmt: skip
 
 
 def _plain(value):
@@ -337,7 +362,7 @@ def _check_labels_not_needed(config, method) -> None:
                 key,
                 value,
                 f"needs class labels, and this {config.dataset} has none",
-                "turn it off, or put the images in a folder per class",
+                "turn it off, or use labelled data (a folder per class; a TFDS label_key)",
             )
 
 

@@ -13,7 +13,7 @@ use of any of these names, not when ``jaxcl.data`` is imported):
 - `DataSpec.from_config(config)`: all of the above for a training config, so that
   every consumer reads a run's data the same way.
 - `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations.
-- `DATASET_NAMES`, `PRESET_NAMES`.
+- `DATASET_NAMES` (besides which any TFDS name works), `PRESET_NAMES`.
 
 Example:
   >>> from jaxcl import data
@@ -39,6 +39,10 @@ _EXPORTS = {
     "AugmentConfig": "augment",
     "PRESET_NAMES": "augment",
     "is_prepared": "datasets",
+    "is_tfds_name": "datasets",
+    "prepare_dataset": "datasets",
+    "check_dataset_name": "datasets",
+    "NotPreparedError": "datasets",
     "check_split": "datasets",
     "split_num_examples": "datasets",
     "DataSpec": "spec",

@@ -17,6 +17,11 @@ Names (see `DATASET_NAMES`):
   folder; see `jaxcl.data.image_folder`).
 - ``synthetic``: images generated on the fly, deterministically, from
   ``dataset_options`` (``image_shape``, ``num_classes``, ``num_examples``); no disk.
+- Any other name is a TFDS dataset (``oxford_flowers102``, ``dtd``,
+  ``eurosat/rgb``, or one the user prepared with ``tfds build`` into
+  ``data_dir``): its `DatasetInfo` comes from the prepared builder's info (splits,
+  image feature, class label; see `dataset_info` for the options that name other
+  features or splits). An unprepared one is prepared (downloaded) first.
 
 Two kinds of source serve the pipeline:
 
@@ -34,6 +39,7 @@ Data directory: ``data_dir`` arguments default to TFDS's (``$TFDS_DATA_DIR`` or
 import contextlib
 import dataclasses
 import fcntl
+import math
 import os
 import threading
 
@@ -61,6 +67,8 @@ class DatasetInfo:
       eval_crop_fraction: the center crop of evaluation (SimCLR: 0.875 on ImageNet,
         none on small images).
       labelled: whether examples have class labels (the probes need them).
+      image_key: the TFDS feature holding the image.
+      label_key: the TFDS feature holding the class label.
     """
 
     name: str
@@ -72,6 +80,8 @@ class DatasetInfo:
     default_image_size: int
     eval_crop_fraction: float = 1.0
     labelled: bool = True
+    image_key: str = "image"
+    label_key: str = "label"
 
 
 SYNTHETIC_DEFAULTS = {
@@ -104,7 +114,7 @@ _CATALOG = {
     "image_folder": None,  # Scanned from dataset_options['root'] by `dataset_info`.
     "synthetic": None,  # Built from dataset_options by `dataset_info`.
 }  # fmt: skip
-DATASET_NAMES = tuple(_CATALOG)
+DATASET_NAMES = tuple(_CATALOG)  # Besides these, any TFDS name (see `dataset_info`).
 
 # TFDS names of the datasets that are read through TFDS.
 _TFDS_NAMES = {
@@ -124,21 +134,48 @@ _OPTIONS = {
     "imagenet2012": {"manual_dir", "in_memory", "shuffle_buffer"},
     "image_folder": {"root", "channels", "default_image_size", "eval_crop_fraction"},
 }
+# Options of a dataset named by its TFDS name.
+_TFDS_OPTIONS = {
+    "image_key", "label_key", "pretrain_split", "eval_splits", "default_image_size",
+    "eval_crop_fraction", "manual_dir", "in_memory", "shuffle_buffer",
+}  # fmt: skip
+# Generic TFDS datasets are held in memory when all their splits' uint8 pixels fit.
+_MAX_IN_MEMORY_BYTES = 4 * 2**30
 
 
-def check_dataset_name(name):
-    """Raises a one-line ValueError unless ``name`` is one of `DATASET_NAMES`."""
-    if name not in _CATALOG:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+def is_tfds_name(name):
+    """Whether ``name`` is read as a TFDS dataset by its TFDS name (not a catalog name)."""
+    return name not in _CATALOG
+
+
+def _tfds_builder(name, data_dir):
+    """``tfds.builder(name)``, or a one-line ValueError for a name TFDS does not know."""
+    try:
+        return tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # DatasetNotFoundError, bad config or version, ...
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(
+            f"unknown dataset {name!r}: not one of {', '.join(DATASET_NAMES)}, and TFDS "
+            f"says: {first_line[:160]}; use a name of tfds.list_builders() or a dataset "
+            f"prepared in data_dir={data_dir!r}"
+        ) from None
+
+
+def check_dataset_name(name, data_dir=None):
+    """Raises a one-line ValueError unless ``name`` is in `DATASET_NAMES` or TFDS knows it.
+
+    Cheap: a TFDS name only builds its builder object; nothing is downloaded.
+    """
+    if is_tfds_name(name):
+        _tfds_builder(name, data_dir)
 
 
 def _check_options(name, options):
     options = dict(options or {})
-    unknown = sorted(set(options) - _OPTIONS[name])
+    valid = _OPTIONS.get(name, _TFDS_OPTIONS)
+    unknown = sorted(set(options) - valid)
     if unknown:
-        raise ValueError(
-            f"unknown dataset_options {unknown} for {name!r}; valid: {sorted(_OPTIONS[name])}"
-        )
+        raise ValueError(f"unknown dataset_options {unknown} for {name!r}; valid: {sorted(valid)}")
     return options
 
 
@@ -149,30 +186,49 @@ def _synthetic_num_examples(options):
     return dict(num_examples)
 
 
-def dataset_info(dataset, dataset_options=None):
+def dataset_info(dataset, dataset_options=None, data_dir=None, *, prepare=False):
     """Static facts about a dataset: examples per split, image shape, classes.
 
-    Needs no data on disk: counts come from the TFDS catalog (``synthetic``: from
-    ``dataset_options``).
+    The catalog's datasets need no data on disk (counts from the TFDS catalog;
+    ``synthetic``: from ``dataset_options``; ``image_folder``: a scan of the
+    folder). A dataset named by its TFDS name is described by its prepared
+    builder's info in ``data_dir`` (split sizes exist only once prepared: see
+    `prepare_dataset`).
 
     Args:
-      dataset: one of `DATASET_NAMES`.
+      dataset: one of `DATASET_NAMES`, or a TFDS name (``'dtd'``, ``'eurosat/rgb'``).
       dataset_options: for ``synthetic``: ``image_shape`` (default (32, 32, 3)),
         ``num_classes`` (10), ``num_examples`` (an int for every split or a dict per
-        split; default train 10,000, test 2,000).
+        split; default train 10,000, test 2,000). For a TFDS name: ``image_key``
+        ('image'), ``label_key`` ('label'; a feature the builder lacks makes the
+        dataset unlabelled), ``pretrain_split`` ('train'), ``eval_splits`` ((train,
+        test), test being 'test' or else 'validation'), ``default_image_size`` (the
+        stored side, else 224), ``eval_crop_fraction`` (1.0 for fixed-size images,
+        else SimCLR's 0.875), ``in_memory`` (default: when every split's pixels fit
+        in 4 GiB), ``shuffle_buffer``, ``manual_dir``.
+      data_dir: TFDS data directory (only read for TFDS names).
+      prepare: prepare an unprepared TFDS dataset (`prepare_dataset`) instead of raising.
 
     Returns:
       A `DatasetInfo`.
 
     Raises:
-      ValueError: for an unknown dataset name or option.
+      ValueError: for an unknown dataset name or option, or a TFDS dataset that
+        is not prepared (`NotPreparedError`).
 
     Example:
       >>> dataset_info("fashion_mnist").num_examples["train"]
       60000
     """
-    check_dataset_name(dataset)
     options = _check_options(dataset, dataset_options)
+    if is_tfds_name(dataset):
+        try:
+            return _tfds_info(dataset, options, data_dir)
+        except NotPreparedError:
+            if not prepare:
+                raise
+        prepare_dataset(dataset, data_dir, options)
+        return _tfds_info(dataset, options, data_dir)
     if dataset == "image_folder":
         return _image_folder_info(options)
     if dataset != "synthetic":
@@ -206,6 +262,73 @@ def _image_folder_info(options):
         eval_crop_fraction=float(options.get("eval_crop_fraction", 1.0)),
         labelled=bool(class_names),
     )
+
+
+class NotPreparedError(ValueError):
+    """A TFDS dataset whose files (and so whose split sizes) are not in data_dir yet."""
+
+
+_TFDS_INFO_CACHE = {}
+
+
+def _tfds_info(name, options, data_dir):
+    """`DatasetInfo` of a prepared TFDS dataset from its builder's info (cached)."""
+    key = (name, str(data_dir), repr(sorted(options.items())))
+    if key in _TFDS_INFO_CACHE:
+        return _TFDS_INFO_CACHE[key]
+    builder = _tfds_builder(name, data_dir)
+    splits = {split: split_info.num_examples for split, split_info in builder.info.splits.items()}
+    if not splits:
+        raise NotPreparedError(
+            f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r}; run a "
+            f"training job with it (jaxcl prepares it), or: tfds build {name} "
+            f"--data_dir={data_dir or '~/tensorflow_datasets'}"
+        )
+    features = builder.info.features
+    image_key = options.get("image_key", "image")
+    image_features = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    if image_key not in image_features:
+        raise ValueError(
+            f"{name!r} has no image feature {image_key!r}; set dataset_options "
+            f"image_key to one of {image_features}"
+        )
+    label_key = options.get("label_key", "label")
+    labelled = label_key in features and isinstance(features[label_key], tfds.features.ClassLabel)
+    if "label_key" in options and not labelled:
+        labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+        raise ValueError(
+            f"{name!r} has no class label {label_key!r}; use one of {labels} or drop label_key"
+        )
+    shape = tuple(features[image_key].shape)
+    fixed_size = None not in shape
+    test_split = "test" if "test" in splits else "validation"
+    first_split = "train" if "train" in splits else next(iter(splits))
+    pretrain_split = options.get("pretrain_split", first_split)
+    info = DatasetInfo(
+        name,
+        splits,
+        shape,
+        features[label_key].num_classes if labelled else 1,
+        pretrain_split,
+        tuple(options.get("eval_splits", (pretrain_split, test_split))),
+        int(options.get("default_image_size", shape[0] if fixed_size else 224)),
+        eval_crop_fraction=float(options.get("eval_crop_fraction", 1.0 if fixed_size else 0.875)),
+        labelled=labelled,
+        image_key=image_key,
+        label_key=label_key,
+    )
+    if len(info.eval_splits) != 2:
+        raise ValueError(f"eval_splits of {name!r} must be (train, test), got {info.eval_splits}")
+    _TFDS_INFO_CACHE[key] = info
+    return info
+
+
+def _default_in_memory(dataset, info):
+    if not is_tfds_name(dataset):
+        return dataset not in _STREAMING_BY_DEFAULT
+    if None in info.image_shape:
+        return False
+    return sum(info.num_examples.values()) * math.prod(info.image_shape) <= _MAX_IN_MEMORY_BYTES
 
 
 def split_num_examples(info, split):
@@ -302,7 +425,7 @@ class StreamingSource:
         if self.num_examples < 0:  # Unknown cardinality: use the recorded split sizes.
             self.num_examples = builder.info.splits[split].num_examples
         self.image_shape = info.image_shape
-        self._image_feature = builder.info.features["image"]
+        self._image_feature = builder.info.features[info.image_key]
         self._encoded = isinstance(self._image_feature, tfds.features.Image)
 
     def read(self, split, *, shuffle_seed=None):
@@ -321,7 +444,7 @@ class StreamingSource:
             shuffle_seed=shuffle_seed,
             shuffle_reshuffle_each_iteration=False,
         )
-        decoders = {"image": tfds.decode.SkipDecoding()} if self._encoded else None
+        decoders = {self.info.image_key: tfds.decode.SkipDecoding()} if self._encoded else None
         ds = self.builder.as_dataset(
             split=split,
             shuffle_files=shuffle_seed is not None,
@@ -333,7 +456,7 @@ class StreamingSource:
 
         def parse(example):
             index = tf.strings.to_hash_bucket_fast(example["tfds_id"], 2**62)
-            return example["image"], tf.cast(example["label"], tf.int32), index
+            return example[self.info.image_key], _example_label(example, self.info), index
 
         return ds.map(parse)
 
@@ -385,12 +508,14 @@ def _prepare_builder(name, data_dir, options):
     download_config = None
     if options.get("manual_dir"):
         download_config = tfds.download.DownloadConfig(manual_dir=options["manual_dir"])
+    tfds_name = _TFDS_NAMES.get(name, name)
     try:
-        return _prepared(
-            lambda: tfds.builder(_TFDS_NAMES[name], data_dir=data_dir), download_config
-        )
+        return _prepared(lambda: _tfds_builder(tfds_name, data_dir), download_config)
     except Exception as error:
-        hint = " (pass dataset_options={'manual_dir': ...})" if name == "imagenet2012" else ""
+        manual = name == "imagenet2012" or getattr(
+            _tfds_builder(tfds_name, data_dir), "MANUAL_DOWNLOAD_INSTRUCTIONS", None
+        )
+        hint = " (pass dataset_options={'manual_dir': ...})" if manual else ""
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise RuntimeError(
             f"cannot prepare {name!r} in {data_dir or 'the TFDS data_dir'}{hint}: "
@@ -415,9 +540,17 @@ def _fashion_mnist_builder(data_dir, options):
         ) from error
 
 
-def _load_arrays(builder, split, num_classes):
+def _example_label(example, info):
+    """The int32 label of a TFDS example; -1 for a dataset without labels."""
+    if not info.labelled:
+        return tf.constant(-1, tf.int32)
+    return tf.cast(example[info.label_key], tf.int32)
+
+
+def _load_arrays(builder, split, info):
+    num_classes = info.num_classes
     ds = builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.map(lambda x: (x["image"], tf.cast(x["label"], tf.int32))).batch(8192)
+    ds = ds.map(lambda x: (x[info.image_key], _example_label(x, info))).batch(8192)
     images, labels = [], []
     for image_batch, label_batch in tfds.as_numpy(ds):
         images.append(image_batch)
@@ -446,20 +579,20 @@ def get_source(dataset, split, data_dir=None, dataset_options=None):
       An `ArraySource`, `SyntheticSource` or `StreamingSource`.
     """
     hide_accelerators_from_tensorflow()  # before TensorFlow's first op
-    info = dataset_info(dataset, dataset_options)
     options = _check_options(dataset, dataset_options)
+    info = dataset_info(dataset, dataset_options, data_dir, prepare=True)
     if dataset == "synthetic":
         return SyntheticSource(split, info, seed=options.get("seed", 0))
     check_split(info, split)
     if dataset == "image_folder":
         return _folder_source(split, info, options)
-    in_memory = options.get("in_memory", dataset not in _STREAMING_BY_DEFAULT)
+    in_memory = options.get("in_memory", _default_in_memory(dataset, info))
     key = (dataset, split, str(data_dir), in_memory, repr(sorted(options.items())))
     with _CACHE_LOCK:
         if key not in _CACHE:
             builder = _prepare_builder(dataset, data_dir, options)
             if in_memory:
-                images, labels = _load_arrays(builder, split, info.num_classes)
+                images, labels = _load_arrays(builder, split, info)
                 _CACHE[key] = ArraySource(dataset, split, images, labels, info)
             else:
                 buffer = options.get("shuffle_buffer", 10_000)
@@ -483,13 +616,34 @@ def is_prepared(dataset, data_dir=None):
     """Whether the TFDS files of ``dataset`` are already prepared in ``data_dir``.
 
     Args:
-      dataset: a TFDS-backed name of `DATASET_NAMES` (not ``synthetic``).
+      dataset: a TFDS-backed name of `DATASET_NAMES` (not ``synthetic``) or a TFDS name.
       data_dir: TFDS data directory (None: TFDS's default).
 
     Returns:
       bool; nothing is downloaded or prepared.
     """
-    return tfds.builder(_TFDS_NAMES[dataset], data_dir=data_dir).is_prepared()
+    return _tfds_builder(_TFDS_NAMES.get(dataset, dataset), data_dir).is_prepared()
+
+
+def prepare_dataset(dataset, data_dir=None, dataset_options=None):
+    """Prepares (downloads and converts) a TFDS-backed dataset unless it is prepared.
+
+    Safe to call from every process of a run at once (one prepares, the others
+    wait). A no-op for ``synthetic`` and ``image_folder``.
+
+    Args:
+      dataset: a dataset name (see `dataset_info`).
+      data_dir: TFDS data directory (None: TFDS's default).
+      dataset_options: the dataset's options (``manual_dir`` is used).
+
+    Raises:
+      RuntimeError: when TFDS cannot prepare it (one line, with TFDS's reason).
+    """
+    if dataset in ("synthetic", "image_folder"):
+        return
+    options = _check_options(dataset, dataset_options)
+    if dataset == "fashion_mnist" or not is_prepared(dataset, data_dir):
+        _prepare_builder(dataset, data_dir, options)
 
 
 def clear_cache():
@@ -502,6 +656,7 @@ __all__ = [
     "DATASET_NAMES",
     "ArraySource",
     "DatasetInfo",
+    "NotPreparedError",
     "StreamingSource",
     "SyntheticSource",
     "check_dataset_name",
@@ -509,5 +664,8 @@ __all__ = [
     "clear_cache",
     "dataset_info",
     "get_source",
+    "is_prepared",
+    "is_tfds_name",
+    "prepare_dataset",
     "split_num_examples",
 ]

@@ -124,7 +124,7 @@ def steps_per_epoch(
     Raises:
       ValueError: if the split holds fewer than ``global_batch_size`` examples.
     """
-    info = datasets.dataset_info(dataset, dataset_options)
+    info = datasets.dataset_info(dataset, dataset_options, data_dir, prepare=True)
     split = split or info.pretrain_split
     try:
         num_examples = datasets.split_num_examples(info, split)
@@ -228,7 +228,7 @@ def make_train_iterator(
       >>> next(it)["views"].shape
       (8, 2, 32, 32, 3)
     """
-    info = datasets.dataset_info(dataset, dataset_options)
+    info = datasets.dataset_info(dataset, dataset_options, data_dir, prepare=True)
     split = split or info.pretrain_split
     process_index, process_count, local_batch = _process_layout(
         global_batch_size, process_index, process_count
@@ -367,7 +367,7 @@ def make_eval_iterator(
       ``label`` int32, ``index`` int64 and ``mask`` bool, each (local_batch,).
       Padding has mask False, label -1, index -1.
     """
-    info = datasets.dataset_info(dataset, dataset_options)
+    info = datasets.dataset_info(dataset, dataset_options, data_dir, prepare=True)
     split = split or info.eval_splits[1]
     process_index, process_count, local_batch = _process_layout(
         global_batch_size, process_index, process_count

@@ -24,7 +24,7 @@ class DataSpec:
     """What a run reads: dataset, splits, sizes, augmentation and seed.
 
     Attributes:
-      dataset: a name in ``jaxcl.data.DATASET_NAMES``.
+      dataset: a name in ``jaxcl.data.DATASET_NAMES`` or a TFDS name.
       train_split: the pretraining split (None: the dataset's own).
       eval_train_split: the split the linear probe and kNN are fitted on (the
         dataset's ``eval_splits[0]`` unless the config names one).
@@ -56,7 +56,9 @@ class DataSpec:
     @classmethod
     def from_config(cls, config) -> DataSpec:
         """The data of a training config (``jaxcl.config.default_config`` keys)."""
-        info = datasets.dataset_info(config.dataset, _as_dict(config.dataset_options))
+        info = datasets.dataset_info(
+            config.dataset, _as_dict(config.dataset_options), config.data_dir or None
+        )
         return cls(
             dataset=config.dataset,
             train_split=config.train_split or None,
@@ -75,7 +77,7 @@ class DataSpec:
     @property
     def info(self) -> datasets.DatasetInfo:
         """The dataset's static facts (classes, image shape, splits)."""
-        return datasets.dataset_info(self.dataset, self.dataset_options)
+        return datasets.dataset_info(self.dataset, self.dataset_options, self.data_dir)
 
     def steps_per_epoch(self) -> int:
         """Training steps per epoch of the pretraining split at the global batch size."""
