@@ -6,6 +6,11 @@ evaluation top-1 (``linear_top1``), the weighted-kNN top-1 (``knn_top1``) and
 the alignment and uniformity of the test features (Wang & Isola 2020), plus the
 plots. ``python -m jaxcl.eval --config=configs/X.py --baselines`` prints the two
 linear-probe baselines of a config (raw pixels, the random encoder) instead.
+
+Transfer: ``python -m jaxcl.eval --workdir=DIR --dataset=NAME`` scores the
+run's encoder on another dataset (``--dataset_options`` as JSON, ``--data_dir``,
+``--eval_train_split``/``--eval_test_split``) and writes
+``DIR/transfer/NAME/results.json``; see ``jaxcl.transfer``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,18 @@ from ml_collections import config_flags
 
 from jaxcl import xla_defaults
 from jaxcl.run import evaluate_baselines, evaluate_workdir
+from jaxcl.transfer import evaluate_transfer
+
+
+def _dataset_options(text: str) -> dict:
+    """``--dataset_options`` as a dict, or a one-line usage error."""
+    try:
+        options = json.loads(text or "{}")
+    except json.JSONDecodeError as error:
+        raise app.UsageError(f"--dataset_options={text!r} is not JSON ({error})") from None
+    if not isinstance(options, dict):
+        raise app.UsageError(f"--dataset_options={text!r} must be a JSON object, e.g. '{{}}'")
+    return options
 
 
 def _main(argv):
@@ -30,7 +47,17 @@ def _main(argv):
     else:
         if FLAGS.workdir is None:
             raise app.UsageError("pass --workdir=DIR of a training run (or --baselines)")
-        results = evaluate_workdir(FLAGS.workdir)
+        if FLAGS.dataset:
+            results = evaluate_transfer(
+                FLAGS.workdir,
+                FLAGS.dataset,
+                dataset_options=_dataset_options(FLAGS.dataset_options),
+                data_dir=FLAGS.data_dir or None,
+                eval_train_split=FLAGS.eval_train_split,
+                eval_test_split=FLAGS.eval_test_split,
+            )
+        else:
+            results = evaluate_workdir(FLAGS.workdir)
     logging.info("results: %s", results)
     print(json.dumps(results, indent=2, sort_keys=True))
 
@@ -41,6 +68,11 @@ def run():
     xla_defaults.apply_cpu_defaults()
     flags.DEFINE_string("workdir", None, "Directory of a jaxcl training run.")
     flags.DEFINE_bool("baselines", False, "Only the raw-pixel and random-encoder probes.")
+    flags.DEFINE_string("dataset", "", "Transfer: evaluate the encoder on this dataset.")
+    flags.DEFINE_string("dataset_options", "", "Transfer: its options, a JSON object.")
+    flags.DEFINE_string("data_dir", "", "Transfer: its TFDS data directory.")
+    flags.DEFINE_string("eval_train_split", "", "Transfer: the split the probes fit on.")
+    flags.DEFINE_string("eval_test_split", "", "Transfer: the split they are scored on.")
     config_flags.DEFINE_config_file(
         "config", None, "Training config file (with --baselines).", lock_config=True
     )

@@ -23,7 +23,14 @@ def feature_batch_size(trainer, wanted: int | None = None) -> int:
 
 
 def split_features(
-    trainer, variables, split: str, max_examples: int = 0, *, apply=None, description=None
+    trainer,
+    variables,
+    split: str,
+    max_examples: int = 0,
+    *,
+    apply=None,
+    data=None,
+    description=None,
 ) -> features.LabelledFeatures:
     """Features of a split of the run's dataset, streamed through the mesh.
 
@@ -33,27 +40,38 @@ def split_features(
       split: the split.
       max_examples: only the first ones; 0 for all.
       apply: a ``jaxcl.features.FeatureFn`` (default: the trainer's encoder).
+      data: the ``DataSpec`` to read (default: the run's; another dataset for
+        transfer evaluation).
       description: progress-bar label (None: no bar).
 
     Returns:
       ``LabelledFeatures``, the same in every process.
     """
-    batches = trainer.data.eval_iterator(split, feature_batch_size(trainer), max_examples)
+    data = data if data is not None else trainer.data
+    batches = data.eval_iterator(split, feature_batch_size(trainer), max_examples)
     apply = apply if apply is not None else trainer.feature_fn
     return features.stream_features(
         apply, variables, batches, trainer.mesh, description=description
     )
 
 
-def linear_probe(trainer, train: features.LabelledFeatures, test: features.LabelledFeatures):
-    """``config.eval``'s linear evaluation on the mesh; see ``probes.linear_evaluation``."""
+def linear_probe(
+    trainer,
+    train: features.LabelledFeatures,
+    test: features.LabelledFeatures,
+    num_classes: int | None = None,
+):
+    """``config.eval``'s linear evaluation on the mesh; see ``probes.linear_evaluation``.
+
+    ``num_classes`` defaults to the run's dataset's (transfer: the other dataset's).
+    """
     config = trainer.config
     return probes.linear_evaluation(
         train.features,
         train.labels,
         test.features,
         test.labels,
-        num_classes=trainer.num_classes,
+        num_classes=num_classes or trainer.num_classes,
         epochs=config.eval.linear_epochs,
         batch_size=config.eval.linear_batch_size,
         learning_rate=config.eval.linear_learning_rate,
@@ -63,14 +81,19 @@ def linear_probe(trainer, train: features.LabelledFeatures, test: features.Label
     )
 
 
-def knn_top1(trainer, train: features.LabelledFeatures, test: features.LabelledFeatures):
+def knn_top1(
+    trainer,
+    train: features.LabelledFeatures,
+    test: features.LabelledFeatures,
+    num_classes: int | None = None,
+):
     """Weighted kNN top-1 with the run's k and temperature, on the mesh."""
     return probes.knn_accuracy(
         train.features,
         train.labels,
         test.features,
         test.labels,
-        num_classes=trainer.num_classes,
+        num_classes=num_classes or trainer.num_classes,
         k=trainer.config.knn_k,
         temperature=trainer.config.knn_temperature,
         mesh=trainer.mesh,

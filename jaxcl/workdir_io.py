@@ -97,12 +97,14 @@ def write_bytes(path: epath.Path, payload: bytes) -> None:
     """Writes ``path`` so that readers see the old file or the new one, never half.
 
     Local files go through a temporary file and a rename; object stores (gs://)
-    write an object in one request, which is atomic already.
+    write an object in one request, which is atomic already. Missing parent
+    directories are created.
     """
     path = epath.Path(path)
     if has_scheme(path):
         path.write_bytes(payload)
         return
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp")
     tmp.write_bytes(payload)
     tmp.replace(path)
