@@ -22,6 +22,8 @@ import ml_collections
 from jaxcl import data, models, optim, workdir_io
 from jaxcl.methods import METHOD_NAMES, get_method
 
+LINEAR_PROTOCOLS = ("features", "augmented")
+
 
 def default_config() -> ml_collections.ConfigDict:
     """Returns the defaults shared by all configs (SimCLR on Fashion-MNIST, CPU-sized).
@@ -93,6 +95,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.knn_train_examples = 10000
     config.eval = ml_collections.ConfigDict()
     config.eval.run_at_end = True
+    # 'features': the probe on cached features of un-augmented images (fast);
+    # 'augmented': SimCLR's / MoCo's main_lincls protocol, a head trained over
+    # the frozen encoder on cropped and flipped images (jaxcl.augmented_probe).
+    config.eval.linear_protocol = "features"
     config.eval.linear_epochs = 100
     config.eval.linear_batch_size = 512
     config.eval.linear_learning_rate = 0.1
@@ -232,6 +238,11 @@ def validate_config(
         fail("learning_rate", "must be a finite number > 0", "use e.g. 0.3")
     if config.num_views < 2:
         fail("num_views", "must be >= 2", "contrastive methods need two views of each image")
+    if config.eval.linear_protocol not in LINEAR_PROTOCOLS:
+        raise ConfigError(
+            "eval.linear_protocol", config.eval.linear_protocol, "is unknown",
+            f"use one of {', '.join(LINEAR_PROTOCOLS)}",
+        )  # fmt: skip
     if config.nonfinite_loss not in ("raise", "skip"):
         fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
     if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from jaxcl import baseline_probes, features, probes
+from jaxcl.augmented_probe import augmented_linear_evaluation
 from jaxcl.run_probes import knn_top1, linear_probe, split_features
 
 __all__ = ["EvalResult", "KnnMonitor", "evaluate_state"]
@@ -64,16 +65,23 @@ def _alignment_uniformity(trainer, variables, num_images) -> dict[str, float]:
     return probes.alignment_uniformity(*view_features)
 
 
-def evaluate_state(trainer, state) -> EvalResult:
+def evaluate_state(trainer, state, *, workdir: str | None = None) -> EvalResult:
     """Linear evaluation, kNN and alignment/uniformity of a train state's encoder.
 
     Features of the evaluation splits are streamed through the encoder on the
     mesh (``jaxcl.features``); no split's images are ever held in memory, so
     the same code runs on Fashion-MNIST and on ImageNet.
 
+    The linear evaluation follows ``config.eval.linear_protocol``: 'features'
+    (a probe on cached features of un-augmented images, ``jaxcl.probes``) or
+    'augmented' (SimCLR's and MoCo's protocol: a head trained over the frozen
+    encoder on cropped and flipped images, ``jaxcl.augmented_probe``).
+
     Args:
       trainer: the ``jaxcl.train.Trainer`` of the run.
       state: its train state.
+      workdir: the run's directory, where the augmented protocol checkpoints
+        its head (None: it keeps no checkpoint).
 
     Returns:
       An ``EvalResult`` with ``linear_top1``, ``linear_train_top1``,
@@ -91,7 +99,20 @@ def evaluate_state(trainer, state) -> EvalResult:
         trainer, variables, spec.eval_test_split, config.eval.max_test_examples,
         description=f"features of {spec.eval_test_split}",
     )  # fmt: skip
-    results = EvalResult(linear_probe(trainer, train, test))
+    if config.eval.linear_protocol == "augmented":
+        results = EvalResult(
+            augmented_linear_evaluation(
+                trainer,
+                variables,
+                workdir=workdir,
+                encoder_step=int(state["step"]),
+                train=train,
+                test=test,
+            )
+        )
+    else:
+        results = EvalResult(linear_probe(trainer, train, test))
+    results["linear_protocol"] = config.eval.linear_protocol
     results["knn_top1"] = knn_top1(trainer, train, test)
     results.update(_alignment_uniformity(trainer, variables, len(test.labels)))
     if config.eval.baselines:

@@ -24,7 +24,7 @@ def _write_results(workdir: str, results: dict) -> None:
 
 def _finish(trainer: Trainer, state, workdir: str) -> dict:
     """Evaluates a state, and on process 0 writes its plots and ``results.json``."""
-    results = evaluate_state(trainer, state)
+    results = evaluate_state(trainer, state, workdir=workdir)
     if jax.process_index() == 0:
         plots.write_run_plots(trainer.config, trainer.data, workdir, results)
         _write_results(workdir, dict(results))

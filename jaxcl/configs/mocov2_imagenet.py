@@ -38,4 +38,6 @@ def get_config(arg: str = ""):
     config.checkpoint_every_steps = 2000
     config.eval.linear_epochs = 100
     config.eval.linear_learning_rate = 30.0
+    config.eval.linear_protocol = "augmented"  # main_lincls: crop + flip, frozen encoder
+    config.eval.linear_batch_size = 256  # main_lincls: lr 30 at batch 256
     return finalize(config, arg)

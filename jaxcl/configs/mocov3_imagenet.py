@@ -36,4 +36,5 @@ def get_config(arg: str = ""):
     config.log_every_steps = 100
     config.checkpoint_every_steps = 1000
     config.eval.linear_epochs = 90
+    config.eval.linear_protocol = "augmented"  # main_lincls: crop + flip, frozen encoder
     return finalize(config, arg)

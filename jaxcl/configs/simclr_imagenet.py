@@ -33,4 +33,5 @@ def get_config(arg: str = ""):
     config.checkpoint_every_steps = 1000
     config.eval.linear_epochs = 90
     config.eval.linear_batch_size = 4096
+    config.eval.linear_protocol = "augmented"  # SimCLR's: crop + flip over the frozen encoder
     return finalize(config, arg)
