@@ -24,36 +24,21 @@ The figures in docs/scaling.md come from this script.
 
 import argparse
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from jaxcl import local_processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "simclr_fashion_mnist.py") + ":smoke"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def _env(num_devices: int) -> dict:
-    env = dict(os.environ)
-    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={num_devices}".strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
-
-
 def _launch(name, workdir, overrides, *, num_processes, devices_per_process, log_dir):
     """Starts the processes of one run; returns [(log path, Popen)]."""
-    address = f"localhost:{_free_port()}"
+    address = f"localhost:{local_processes.free_port()}"
     started = []
     for process_id in range(num_processes):
         command = [sys.executable, "-m", "jaxcl.main", f"--config={CONFIG}"]
@@ -69,7 +54,7 @@ def _launch(name, workdir, overrides, *, num_processes, devices_per_process, log
             process = subprocess.Popen(
                 command,
                 cwd=REPO,
-                env=_env(devices_per_process),
+                env=local_processes.cpu_environment(devices_per_process),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

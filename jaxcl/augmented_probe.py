@@ -18,9 +18,10 @@ weights, a zero-initialised head.
 The encoder runs in evaluation mode (running BatchNorm statistics) and gets no
 gradient. Batches are sharded over the data mesh like training; the head and
 its optimiser state are replicated. With a workdir the head is checkpointed
-under ``workdir/linear_eval/encoder_step_<step>`` every ``config.checkpoint_every_steps`` steps and
-a rerun resumes it (at ImageNet scale the protocol is 90 passes over 1.28M
-images through the encoder, hours of a pod).
+under ``workdir/linear_eval/encoder_step_<step>`` every
+``config.checkpoint_every_steps`` steps (at most once an epoch) and a rerun
+resumes it: at ImageNet scale the protocol is 90 passes over 1.28M images
+through the encoder, hours of a pod.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxcl import data, distributed
+from jaxcl import distributed
 from jaxcl.checkpoint import Checkpointer, abstract_like
 from jaxcl.run_probes import feature_batch_size, split_features
 
@@ -138,10 +139,9 @@ def augmented_linear_evaluation(
     config, spec, mesh = trainer.config, trainer.data, trainer.mesh
     batch_size = feature_batch_size(trainer, config.eval.linear_batch_size)
     split = spec.eval_train_split
-    steps_per_epoch = data.steps_per_epoch(
-        spec.dataset, split, batch_size, data_dir=spec.data_dir,
-        dataset_options=spec.dataset_options,
-    )  # fmt: skip
+    # The iterator counts the examples it reads (a catalog's count can differ:
+    # a subset of ImageNet prepared from fewer archives, say).
+    steps_per_epoch = spec.train_iterator(split=split, global_batch_size=batch_size).steps_per_epoch
     total_steps = config.eval.linear_epochs * steps_per_epoch
     image = jax.ShapeDtypeStruct(
         (1, config.image_size, config.image_size, trainer.in_channels), jnp.float32
@@ -199,6 +199,8 @@ def _train(
     start = int(np.asarray(state["step"].addressable_shards[0].data))
     last_epoch_start = total_steps - steps_per_epoch
     accuracies = []
+    # The run's checkpoint interval, but at most one save an epoch.
+    every = max(config.checkpoint_every_steps, steps_per_epoch)
     if start < total_steps:
         iterator = spec.train_iterator(
             start,
@@ -221,7 +223,7 @@ def _train(
                 if step >= last_epoch_start:
                     accuracies.append(metrics["accuracy"])
                 done = step + 1
-                if checkpointer is not None and done % config.checkpoint_every_steps == 0:
+                if checkpointer is not None and done % every == 0:
                     checkpointer.save(done, state)
         finally:
             batches.close()

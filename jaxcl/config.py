@@ -408,8 +408,8 @@ def _check_dataset_files(config) -> None:
                 manual_dir,
                 f"does not hold {' and '.join(tars)} and imagenet2012 is not prepared in "
                 f"config.data_dir={config.data_dir!r}",
-                "download the two tar files from image-net.org and set "
-                "dataset_options.manual_dir to their directory",
+                "download the two tar files from image-net.org and pass their directory: "
+                """--config.dataset_options='{"manual_dir": "DIR"}'""",
             )
 
 

@@ -9,7 +9,6 @@ The command-line equivalent is in docs/scaling.md.
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxcl import local_processes
 from jaxcl.checkpoint import Checkpointer
 from jaxcl.config import load_config
 from jaxcl.metric_writer import read_metrics
@@ -39,22 +39,6 @@ TIMEOUT_S = 420
 TOLERANCE = 1e-5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def _env(num_devices: int) -> dict:
-    """The parent's environment with ``num_devices`` fake CPU devices per process."""
-    env = dict(os.environ)
-    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-    env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={num_devices}".strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
-
-
 def _start(name, workdir, log_dir, num_devices, extra_flags=()):
     log_path = os.path.join(log_dir, f"{name}.log")
     command = [sys.executable, "-m", "jaxcl.main", f"--config={CONFIG}", f"--workdir={workdir}"]
@@ -62,7 +46,7 @@ def _start(name, workdir, log_dir, num_devices, extra_flags=()):
         process = subprocess.Popen(
             [*command, *OVERRIDES, *extra_flags],
             cwd=REPO,
-            env=_env(num_devices),
+            env=local_processes.cpu_environment(num_devices),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -106,7 +90,7 @@ def runs(tmp_path_factory):
     """Workdirs and logs of a 1 x 4-device run and a 2 x 2-device run of the same config."""
     root = tmp_path_factory.mktemp("multiprocess")
     single, multi = str(root / "one_process"), str(root / "two_processes")
-    address = f"localhost:{_free_port()}"
+    address = f"localhost:{local_processes.free_port()}"
     started = [_start("single", single, root, num_devices=4)]
     for process_id in range(2):
         started.append(

@@ -27,16 +27,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from absl import app, flags
 
-from jaxcl import configs
+from jaxcl import configs, local_processes
 from jaxcl.data import fake_imagenet
 from jaxcl.metric_writer import read_metrics
 
@@ -89,23 +87,8 @@ def write_rehearsal_config(root: str, *, num_steps: int, batch: int) -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return sock.getsockname()[1]
-
-
-def _environment(devices_per_process: int) -> dict:
-    env = dict(os.environ)
-    flags_ = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", ""))
-    env["XLA_FLAGS"] = f"{flags_} --xla_force_host_platform_device_count={devices_per_process}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
-
-
 def _launch(config_path, workdir, logs, phase, processes, devices_per_process):
-    address = f"localhost:{_free_port()}"
+    address = f"localhost:{local_processes.free_port()}"
     launched = []
     for process_id in range(processes):
         log_path = os.path.join(logs, f"{phase}_process_{process_id}.log")
@@ -115,10 +98,10 @@ def _launch(config_path, workdir, logs, phase, processes, devices_per_process):
             f"--num_processes={processes}", f"--process_id={process_id}",
         ]  # fmt: skip
         with open(log_path, "w", encoding="utf-8") as log:
+            env = local_processes.cpu_environment(devices_per_process)
             process = subprocess.Popen(
-                command, cwd=REPO, env=_environment(devices_per_process), stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         launched.append((process, log_path))
     return launched
 
@@ -149,12 +132,27 @@ def _wait_all(launched, timeout_s):
                 peaks[i] = max(peaks[i], _peak_rss_mib(process.pid) or 0.0)
                 codes[i] = process.poll()
         if time.monotonic() > deadline:
-            for process, _ in launched:
-                if process.returncode is None:
-                    process.kill()
-            raise TimeoutError(f"the rehearsal exceeded {timeout_s} s; logs: {launched}")
+            _abort_with_tracebacks(launched)
+            logs = ", ".join(path for _, path in launched)
+            raise TimeoutError(
+                f"the rehearsal exceeded {timeout_s} s; every thread's Python traceback is "
+                f"at the end of {logs}"
+            )
         time.sleep(0.2)
     return codes, peaks
+
+
+def _abort_with_tracebacks(launched) -> None:
+    """Ends hung processes with SIGABRT, so that faulthandler writes where each thread
+    was into its log (``PYTHONFAULTHANDLER``, see ``jaxcl.local_processes``)."""
+    for process, _ in launched:
+        if process.poll() is None:
+            process.send_signal(signal.SIGABRT)
+    for process, _ in launched:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _tail(launched) -> str:
