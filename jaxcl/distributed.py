@@ -63,15 +63,44 @@ def initialize(
             process_id=process_id,
             local_device_ids=local_device_ids,
         )
-        return
-    try:
-        jax.distributed.initialize()
-    except ValueError as error:
-        # Nothing to auto-detect ("coordinator_address should be defined"): a
-        # plain single-process run. Other failures (a detected cluster whose
-        # coordinator cannot be reached) propagate: swallowing them would let
-        # every process train alone into the same workdir.
-        logging.debug("jax.distributed not started: %s", error)
+    else:
+        try:
+            jax.distributed.initialize()
+        except ValueError as error:
+            # Nothing to auto-detect ("coordinator_address should be defined"):
+            # a plain single-process run. Other failures (a detected cluster
+            # whose coordinator cannot be reached) propagate: swallowing them
+            # would let every process train alone into the same workdir.
+            logging.debug("jax.distributed not started: %s", error)
+            return
+    if jax.process_count() > 1 and jax.default_backend() == "cpu":
+        _connect_cpu_collectives()
+
+
+def _connect_cpu_collectives() -> None:
+    """Runs one collective over every device while all processes start together.
+
+    gloo connects the processes when a group of devices first runs a
+    collective, and gives up after 30 s if a peer has not arrived (measured:
+    ``Gloo context initialization failed: DEADLINE_EXCEEDED``). Left to the
+    first train step, that wait is the skew between the processes' compile
+    times, which on a loaded machine exceeds 30 s: one process fails and the
+    other waits for it forever. Connected here, right after
+    ``jax.distributed.initialize`` (a barrier), later collectives over the same
+    devices reuse the connection and wait for a late peer as long as it takes
+    (measured with a 70 s skew).
+    """
+    mesh = data_mesh()
+    ones = jax.make_array_from_process_local_data(
+        NamedSharding(mesh, P(DATA_AXIS)), np.ones(jax.local_device_count(), np.float32)
+    )
+    total = jax.jit(lambda x: x.sum(), out_shardings=NamedSharding(mesh, P()))(ones)
+    devices = int(np.asarray(total.addressable_shards[0].data))
+    if devices != jax.device_count():
+        raise RuntimeError(
+            f"the first collective over all devices summed {devices} ones, not "
+            f"{jax.device_count()}; check that every process was started alike"
+        )
 
 
 def is_main_process() -> bool:

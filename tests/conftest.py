@@ -7,6 +7,7 @@ this happens at import time of the conftest, before any test module imports jax.
 import contextlib
 import logging
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:
@@ -18,6 +19,13 @@ from jaxcl import xla_defaults
 
 # The flags the CLIs set, so tests time and compile like the real runs.
 xla_defaults.apply_cpu_defaults()
+# And their persistent compilation cache, in a directory of this test session
+# (shared by the xdist workers and the processes tests start): many tests
+# build the same tiny networks, and each Trainer would compile them again.
+os.environ.setdefault(
+    "JAXCL_TEST_COMPILATION_CACHE", tempfile.mkdtemp(prefix="jaxcl-test-xla-cache-")
+)
+xla_defaults.enable_compilation_cache(os.environ["JAXCL_TEST_COMPILATION_CACHE"])
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -104,6 +112,9 @@ def count_compiles(name):
 # their own module stay slow.
 SLOW_TESTS = (
     "test_augment.py::test_preset_shapes_dtypes_ranges",
+    "test_augmented_probe.py::test_a_head_resumed_after_a_crash_ends_where_an_uninterrupted_one_does",
+    "test_augmented_probe.py::test_eight_devices_train_the_same_head_as_one",
+    "test_augmented_probe.py::test_evaluation_reports_the_protocol",
     "test_blockwise.py::TestEqualsDense::test_bfloat16_inputs",
     "test_blockwise.py::TestEqualsDense::test_sizes_and_blocks",
     "test_blockwise.py::TestEqualsDense::test_temperatures",
@@ -143,11 +154,14 @@ SLOW_TESTS = (
     "test_reliability.py::test_sigkill_then_rerun_resumes_to_identical_parameters",
     "test_reliability.py::test_sigterm_saves_the_current_step_and_exits",
     "test_reliability.py::test_training_resumes_past_a_damaged_checkpoint_and_sets_it_aside",
+    "test_tfds_by_name.py::test_a_prepared_dataset_reads_without_its_builder_code",
+    "test_tfds_by_name.py::test_a_tfds_dataset_by_name_trains_and_evaluates",
     "test_theory.py::test_alignment_and_uniformity_track_accuracy_on_synthetic_clusters",
     "test_theory.py::test_alpha_weights_sum_to_one_and_rebuild_alpha_cl",
     "test_theory.py::test_labels_help_in_domain_and_hurt_transfer",
     "test_theory.py::test_relu_units_specialise_to_generative_features_and_linear_units_do_not",
     "test_train.py::test_config_smoke_variant",
+    "test_transfer.py::test_transfer_cli_scores_the_encoder_on_the_other_dataset",
     "test_train.py::test_eight_devices_equal_one_device",
     "test_train.py::test_loop_reads_the_device_only_at_log_and_checkpoint_steps",
     "test_train.py::test_metrics_and_load_encoder",

@@ -203,7 +203,7 @@ def test_metrics_and_load_encoder(tmp_path):
         ("method", "byol2", ConfigError),
         ("model", "resnet9", ConfigError),
         ("model", "linear_classifier", ConfigError),
-        ("dataset", "mnist", ConfigError),
+        ("dataset", "no_such_dataset", ConfigError),
         ("mocov2.queue_size", 8, MethodSettingError),
         ("mocov2.momentum_encoder_decay", 1.0, MethodSettingError),
     ],
