@@ -172,14 +172,20 @@ SLOW_TESTS = (
 )
 
 
-# The longest files run first: pytest-xdist (-n 2 --dist loadfile, see
-# pyproject.toml) hands out files in collection order, and a long file that
-# starts last leaves one core idle while it runs alone.
+# The longest files run first: pytest-xdist (-n 2 --dist loadfile
+# --no-loadscope-reorder, see pyproject.toml) hands out files in collection
+# order, and a long file that starts last leaves one core idle while it runs
+# alone. (xdist's own reordering, by number of tests, put the two-test pod
+# rehearsal last.) Longest first by their measured totals.
 LONGEST_FILES = (
     "test_rehearsal.py",
     "test_train.py",
     "test_gcs_workdir.py",
+    "test_reliability.py",
     "test_multiprocess.py",
+    "test_losses.py",
+    "test_models.py",
+    "test_evaluation.py",
 )
 
 
