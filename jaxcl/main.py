@@ -18,7 +18,15 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxcl import distributed, xla_defaults
+from jaxcl.config import ConfigError
 from jaxcl.run import train_and_evaluate
+from jaxcl.workdir_identity import WorkdirMismatchError
+from jaxcl.workdir_io import WorkdirError
+
+# Mistakes in what the user asked for: one line on stderr and exit status 2
+# (the traceback with --traceback); any other exception is a bug or a fault
+# and keeps its traceback.
+USER_ERRORS = (ConfigError, WorkdirMismatchError, WorkdirError)
 
 
 def _define_flags():
@@ -37,6 +45,10 @@ def _define_flags():
         xla_defaults.DEFAULT_COMPILATION_CACHE,
         "JAX's persistent compilation cache: later runs of a config skip compiling; '' = off.",
     )
+    flags.DEFINE_bool(
+        "fork", False, "Resume the workdir's checkpoint under a config of another run."
+    )
+    flags.DEFINE_bool("traceback", False, "Show the traceback of a user error too.")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -51,7 +63,13 @@ def _main(argv):
     if not distributed.is_main_process():
         # Process 0 speaks for the run; the others (and orbax in them) only warn.
         logging.set_verbosity(logging.WARNING)
-    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    try:
+        results = train_and_evaluate(FLAGS.config, FLAGS.workdir, fork=FLAGS.fork)
+    except USER_ERRORS as error:
+        if FLAGS.traceback:
+            raise
+        sys.stderr.write(f"jaxcl.main: {error}\n")
+        sys.exit(2)
     if distributed.is_main_process():
         logging.info("final results: %s", results)
         shown = {k: v for k, v in results.items() if k in _SHOWN}

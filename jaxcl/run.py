@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
-from jaxcl import baseline_probes, plots, workdir_io
+from jaxcl import baseline_probes, plots, workdir_identity, workdir_io
 from jaxcl.evaluation import KnnMonitor, evaluate_state
 from jaxcl.restore import restore_run
 from jaxcl.train import Trainer, train
@@ -31,7 +31,9 @@ def _finish(trainer: Trainer, state, workdir: str) -> dict:
     return dict(results)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, fork: bool = False
+) -> dict:
     """Trains ``config.method`` and evaluates the encoder; resumes if ``workdir`` has a run.
 
     Running it again on the same ``workdir`` continues from the newest
@@ -43,14 +45,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Args:
       config: a training config (``configs/*.py`` or ``jaxcl.config.default_config``).
       workdir: directory for checkpoints, metrics, plots and results.
+      fork: resume ``workdir``'s checkpoint under a config that differs from
+        its ``config.json`` in more than the resumable keys (otherwise refused in
+        one line before anything runs; see ``jaxcl.workdir_identity``).
 
     Returns:
       The last logged training metrics, plus the evaluation results when
       ``config.eval.run_at_end``.
     """
+    # Refused before the trainer validates (and maybe prepares) any data.
+    workdir_identity.check_rerun(config, workdir, fork=fork)
     trainer = Trainer(config)
     on_log = KnnMonitor(trainer) if config.knn_every_steps > 0 else None
-    result = train(trainer, workdir, on_log=on_log)
+    result = train(trainer, workdir, on_log=on_log, fork=fork)
     results = dict(result.summary)
     if config.eval.run_at_end:
         results.update(_finish(trainer, result.state, workdir))

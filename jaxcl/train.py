@@ -34,9 +34,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from jaxcl import data, distributed, optim, workdir_io
+from jaxcl import data, distributed, optim, workdir_identity, workdir_io
 from jaxcl.checkpoint import Checkpointer, abstract_like
-from jaxcl.config import save_config, validate_config
+from jaxcl.config import validate_config
 from jaxcl.contrastive_network import build_network, online_probe_metrics, resolve_compute_dtype
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
@@ -144,9 +144,8 @@ class Trainer:
 
     @functools.cached_property
     def _compiled_init(self):
-        # It runs once per run, so XLA's expensive passes (off here, as with
-        # jax_disable_most_optimizations) would only cost time:
-        # 1.7 s instead of 13 s to compile even the tiny test network on CPU.
+        # It runs once, so XLA's expensive passes (off, as with jax_disable_most_
+        # optimizations) only cost time: 1.7 s, not 13 s, for the tiny test network.
         lowered = jax.jit(self._init_state, out_shardings=self.replicated).lower()
         return lowered.compile(compiler_options=_QUICK_COMPILE)
 
@@ -335,30 +334,33 @@ class TrainResult(NamedTuple):
     summary: dict[str, float]
 
 
-def train(trainer: Trainer, workdir: str, *, on_log: LogHook | None = None) -> TrainResult:
+def train(
+    trainer: Trainer, workdir: str, *, on_log: LogHook | None = None, fork: bool = False
+) -> TrainResult:
     """Trains ``trainer``'s config in ``workdir``, resuming from its newest checkpoint.
 
-    Running it again on the same ``workdir`` continues from the newest
-    checkpoint and yields the same parameters as an uninterrupted run: the
-    input pipeline's position is the step, and its randomness is a function of
-    (seed, example, epoch). SIGTERM or SIGINT saves the current step and exits
-    with status 128 + the signal number.
+    Running it again on the same ``workdir`` (and config) continues from the
+    newest checkpoint and yields the same parameters as an uninterrupted run:
+    the input pipeline's position is the step, and its randomness a function of
+    (seed, example, epoch). SIGTERM or SIGINT saves the step and exits 128 + signal.
 
     Args:
       trainer: ``Trainer(config)`` of the run (constructing it validated the config).
       workdir: directory for checkpoints, metrics and the run's ``config.json``.
       on_log: called at each log step with ``(step, state, is_last)``; the
         metrics it returns are logged with the step's (the kNN monitor).
+      fork: resume under a config of another run (``jaxcl.workdir_identity``).
 
     Returns:
       A ``TrainResult`` with the final state and the last logged metrics.
     """
     config = trainer.config
     main = distributed.is_main_process()
-    # Every process: a workdir none can write fails here, in one line.
+    # Before any write, on every process: the workdir's own run, and writable.
+    differences = workdir_identity.check_rerun(config, workdir, fork=fork)
     workdir_io.check_writable(workdir)
     if main:
-        save_config(config, workdir)
+        workdir_identity.store_config(config, workdir, forked=fork and bool(differences))
     checkpointer = Checkpointer(
         workdir, max_to_keep=config.max_checkpoints_to_keep, cleanup_tmp=True
     )
@@ -425,10 +427,9 @@ def train(trainer: Trainer, workdir: str, *, on_log: LogHook | None = None) -> T
                         writer.write(step, summary)
                     if bar is not None:
                         bar.set_postfix(
-                            loss=f"{summary['loss']:.4f}",
-                            probe=f"{summary['probe_top1']:.3f}",
+                            loss=f"{summary['loss']:.4f}", probe=f"{summary['probe_top1']:.3f}",
                             img_s=f"{summary['images_per_sec']:.0f}",
-                        )
+                        )  # fmt: skip
                     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
                 if save_now or stopping:
                     checkpointer.save(step, state)

@@ -168,6 +168,11 @@ SLOW_TESTS = (
     "test_train.py::test_mocov2_queue_holds_the_gathered_momentum_keys_in_order",
     "test_train.py::test_resume_is_exact",
     "test_train.py::test_training_decreases_loss_and_does_not_retrace",
+    "test_workdir_identity.py::test_another_run_is_refused_and_nothing_is_written",
+    "test_workdir_identity.py::test_cli_refusal_is_one_line_exit_2_and_leaves_the_run_intact",
+    "test_workdir_identity.py::test_differences_are_dotted_keys_with_both_values",
+    "test_workdir_identity.py::test_fork_continues_the_checkpoint_and_keeps_the_earlier_config",
+    "test_workdir_identity.py::test_longer_run_and_eval_settings_resume",
     "test_xla_defaults.py::test_compilation_cache_is_written_then_reused",
 )
 

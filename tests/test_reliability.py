@@ -44,6 +44,7 @@ from jaxcl.restore import restore_run
 from jaxcl.run import train_and_evaluate
 from jaxcl.stopping import NonFiniteLossError, StopRequested
 from jaxcl.train import Trainer
+from jaxcl.workdir_identity import WorkdirMismatchError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(ROOT, "configs", "simclr_fashion_mnist.py")
@@ -333,8 +334,12 @@ def test_unfinished_save_is_ignored_and_cleaned_up(copied_run):
 
 
 def test_checkpoints_of_another_config_raise_instead_of_starting_over(copied_run):
-    with pytest.raises(UnreadableCheckpointError, match="none of the checkpoints") as error:
+    # Another config is refused by the workdir's identity check first; forced
+    # through it with fork=True, the checkpoints still do not restore into it.
+    with pytest.raises(WorkdirMismatchError, match=r"projection_dim: \d+ -> 8"):
         train_and_evaluate(_smoke_config(projection_dim=8), copied_run)
+    with pytest.raises(UnreadableCheckpointError, match="none of the checkpoints") as error:
+        train_and_evaluate(_smoke_config(projection_dim=8), copied_run, fork=True)
     assert "\n" not in str(error.value)
     directory = os.path.join(copied_run, "checkpoints")
     assert sorted(map(int, os.listdir(directory))) == [PREVIOUS, LATEST]
