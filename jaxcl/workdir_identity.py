@@ -102,9 +102,14 @@ def check_rerun(config: ml_collections.ConfigDict, workdir: str, *, fork: bool =
     Raises:
       WorkdirMismatchError: keys outside `RESUMABLE_KEYS` differ (or a step
         budget shrinks) and ``fork`` is False; or ``config.json`` is unreadable.
+      jaxcl.workdir_io.WorkdirError: the workdir's filesystem cannot be read.
     """
     path = workdir_io.resolve(workdir) / "config.json"
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except Exception as error:  # a scheme without a backend, no credentials, ...
+        raise workdir_io.unusable(workdir, error, "read") from error
+    if not exists:
         return {}
     try:
         stored = workdir_io.read_json(path)

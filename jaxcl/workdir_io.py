@@ -80,17 +80,25 @@ def check_writable(workdir: str | epath.Path) -> epath.Path:
         probe.write_text("ok")
         probe.unlink()
     except Exception as error:  # any backend's error: reported in one line
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
-        hint = (
-            "install the filesystem's backend (gs://: google-cloud-storage or tensorflow; "
-            "s3://: s3fs) and check its credentials"
-            if has_scheme(workdir)
-            else "pass a --workdir you can write to"
-        )
-        raise WorkdirError(
-            f"--workdir={workdir} cannot be written ({type(error).__name__}: {reason}); {hint}"
-        ) from error
+        raise unusable(workdir, error, "written") from error
     return path
+
+
+def unusable(workdir, error: BaseException, action: str = "read") -> WorkdirError:
+    """The one-line ``WorkdirError`` for a workdir whose filesystem failed with ``error``.
+
+    ``action``: 'written' or 'read'.
+    """
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+    hint = (
+        "install the filesystem's backend (gs://: google-cloud-storage or tensorflow; "
+        "s3://: s3fs) and check its credentials"
+        if has_scheme(workdir)
+        else f"pass a --workdir you can {'write to' if action == 'written' else 'read'}"
+    )
+    return WorkdirError(
+        f"--workdir={workdir} cannot be {action} ({type(error).__name__}: {reason}); {hint}"
+    )
 
 
 def write_bytes(path: epath.Path, payload: bytes) -> None:
