@@ -86,6 +86,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 500
     config.max_checkpoints_to_keep = 2
     config.nonfinite_loss = "raise"  # or "skip": drop the update of a non-finite step
+    # With "skip": stop once this many updates in a row were dropped. A few
+    # bad batches are skipped; a run that diverged for good is not reported.
+    config.max_consecutive_skips = 10
     config.progress_bar = True
 
     # Monitoring kNN during training (0 = off) and evaluation at the end.
@@ -168,7 +171,7 @@ def finalize(config: ml_collections.ConfigDict, arg: str) -> ml_collections.Conf
 
 # Sub-configs whose keys belong to the dataset, augmentation or model chosen;
 # dataset_info, get_preset and the model registry check them.
-_FREE_FORM_KEYS = ("dataset_options", "augment_options", "model_options")
+FREE_FORM_KEYS = ("dataset_options", "augment_options", "model_options")
 
 
 class ConfigError(ValueError):
@@ -199,7 +202,8 @@ def validate_config(
     key, the value and the fix: keys unknown to ``default_config`` (a locked
     config already refuses them; this catches configs built as plain dicts) or
     missing from it, names of methods, models, datasets, augmentations and
-    optimizers, batch sizes that do not split over the devices, the method's own
+    optimizers, the range and finiteness of every numeric key (`_RANGES`),
+    batch sizes that do not split over the devices, the method's own
     section (``Method.validate``), crop size, augmentation options and dataset
     files that are not there.
 
@@ -226,18 +230,15 @@ def validate_config(
         fail("augmentation", "is unknown", f"use one of {', '.join(data.PRESET_NAMES)}")
     if config.optimizer not in optim.OPTIMIZERS:
         fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
-    if config.global_batch_size <= 0 or config.global_batch_size % num_devices:
+    _check_ranges(config)
+    if config.global_batch_size % num_devices:
         fail(
             "global_batch_size",
-            f"is not a positive multiple of the {num_devices} devices",
+            f"is not a multiple of the {num_devices} devices",
             f"use a multiple of {num_devices}",
         )
-    if config.num_steps <= 0 and config.num_epochs <= 0:
-        fail("num_epochs", "and num_steps are both <= 0", "set one of them > 0")
-    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
-        fail("learning_rate", "must be a finite number > 0", "use e.g. 0.3")
-    if config.num_views < 2:
-        fail("num_views", "must be >= 2", "contrastive methods need two views of each image")
+    if config.num_steps == 0 and config.num_epochs == 0:
+        fail("num_epochs", "and num_steps are both 0", "set one of them > 0")
     if config.eval.linear_protocol not in LINEAR_PROTOCOLS:
         raise ConfigError(
             "eval.linear_protocol", config.eval.linear_protocol, "is unknown",
@@ -247,9 +248,6 @@ def validate_config(
         fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
     if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail("compute_dtype", "is unsupported", "use 'auto', 'float32' or 'bfloat16'")
-    for key in ("log_every_steps", "checkpoint_every_steps", "max_checkpoints_to_keep"):
-        if config[key] < 1:
-            fail(key, "must be >= 1", f"set config.{key} to a positive number of steps")
     method = get_method(config.method)
     if method.validate is not None:
         method.validate(config[method.name], config)
@@ -270,7 +268,7 @@ def validate_config(
     # The random crop is resized to image_size: a larger size only upsamples
     # (ImageNet's images vary in size, so there is nothing to compare with).
     native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
-    if config.image_size <= 0 or (native is not None and config.image_size > native):
+    if native is not None and config.image_size > native:
         fail(
             "image_size",
             f"does not fit the {config.dataset} images of side {native}",
@@ -282,6 +280,68 @@ def validate_config(
         fail("augment_options", f"is invalid ({error})", "see jaxcl.data.AugmentConfig")
     if check_data_files:
         _check_dataset_files(config)
+
+
+# Every numeric key's allowed values, as an interval ('inf' excludes infinity
+# too), and a sensible value for the error message. Method sections are checked
+# by their methods (``Method.validate``), augmentation options by AugmentConfig.
+_RANGES = {
+    "global_batch_size": ("[1, inf)", 256),
+    "num_steps": ("[0, inf)", "0 (use num_epochs) or 1000"),
+    "num_epochs": ("[0, inf)", 10.0),
+    "learning_rate": ("(0, inf)", 0.3),
+    "warmup_epochs": ("[0, inf)", 1.0),
+    "weight_decay": ("[0, inf)", 1e-6),
+    "momentum": ("[0, 1)", 0.9),
+    "trust_coefficient": ("(0, inf)", 1e-3),
+    "probe_weight": ("[0, inf)", 0.1),
+    "projection_dim": ("[1, inf)", 128),
+    "projection_hidden_dim": ("[0, inf)", "0 (the encoder width)"),
+    "image_size": ("[1, inf)", 224),
+    "num_views": ("[2, inf)", "2 (contrastive methods need two views of each image)"),
+    "log_every_steps": ("[1, inf)", 50),
+    "checkpoint_every_steps": ("[1, inf)", 500),
+    "max_checkpoints_to_keep": ("[1, inf)", 2),
+    "max_consecutive_skips": ("[1, inf)", 10),
+    "knn_every_steps": ("[0, inf)", "0 (off) or 1000"),
+    "knn_k": ("[1, inf)", 200),
+    "knn_temperature": ("(0, inf)", 0.1),
+    "knn_train_examples": ("[1, inf)", 10000),
+    "eval.linear_epochs": ("[1, inf)", 100),
+    "eval.linear_batch_size": ("[1, inf)", 512),
+    "eval.linear_learning_rate": ("(0, inf)", 0.1),
+    "eval.linear_weight_decay": ("[0, inf)", 0.0),
+    "eval.feature_batch_size": ("[1, inf)", 1024),
+    "eval.max_train_examples": ("[0, inf)", "0 (the whole split)"),
+    "eval.max_test_examples": ("[0, inf)", "0 (the whole split)"),
+}
+
+
+def _in_interval(value, interval: str) -> bool:
+    """Whether a finite number ``value`` lies in an interval written like ``'[0, 1)'``."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = value > low if interval[0] == "(" else value >= low
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
+
+
+def _check_ranges(config) -> None:
+    """Raises for a numeric key that is not a finite number in its `_RANGES` interval."""
+    for key, (interval, sensible) in _RANGES.items():
+        section, _, name = key.rpartition(".")
+        value = (config[section] if section else config)[name]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and _in_interval(value, interval)):
+            kind = "an integer" if isinstance(default_value(key), int) else "a finite number"
+            raise ConfigError(key, value, f"must be {kind} in {interval}", f"use e.g. {sensible}")
+
+
+def default_value(key: str):
+    """The default of a dotted config key, e.g. ``default_value('eval.linear_epochs')``."""
+    value = default_config()
+    for part in key.split("."):
+        value = value[part]
+    return value
 
 
 def _dataset_info(config, check_data_files: bool):
@@ -322,7 +382,7 @@ def _check_keys(config, defaults, prefix: str = "") -> None:
             close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
             fix = f"did you mean config.{prefix}{close[0]}?" if close else "remove it"
             raise ConfigError(f"{prefix}{key}", config[key], "is not a jaxcl config key", fix)
-        if key not in _FREE_FORM_KEYS and isinstance(defaults[key], ml_collections.ConfigDict):
+        if key not in FREE_FORM_KEYS and isinstance(defaults[key], ml_collections.ConfigDict):
             _check_keys(config[key], defaults[key], f"{prefix}{key}.")
     for key in defaults:
         if key not in config:
@@ -416,6 +476,10 @@ def _check_dataset_files(config) -> None:
 # ------------------------------------------------------- the workdir's copy
 
 
+class NotARunError(workdir_io.WorkdirError, FileNotFoundError):
+    """A workdir without a run's ``config.json``."""
+
+
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """Writes ``workdir/config.json`` atomically (read back by ``load_config``)."""
     workdir_io.write_json(workdir_io.resolve(workdir) / "config.json", config.to_dict())
@@ -427,14 +491,21 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     Keys added to jaxcl since the run keep their defaults.
 
     Raises:
-      FileNotFoundError: ``workdir`` holds no ``config.json``.
+      NotARunError: ``workdir`` holds no ``config.json`` (a ``FileNotFoundError``).
+      jaxcl.workdir_io.WorkdirError: its ``config.json`` is not valid JSON.
     """
     path = workdir_io.resolve(workdir) / "config.json"
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist; pass the --workdir of a jaxcl training run."
-        )
-    saved = workdir_io.read_json(path)
+        raise NotARunError(f"{path} does not exist; pass the --workdir of a jaxcl training run")
+    try:
+        saved = workdir_io.read_json(path)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise workdir_io.WorkdirError(
+            f"{path} is not valid JSON (cut short? {error}); restore it from a copy, or write "
+            "it again with the run's exact config: jaxcl.config.save_config(config, workdir)"
+        ) from None
+    if not isinstance(saved, dict):
+        raise workdir_io.WorkdirError(f"{path} holds no config object; restore it from a copy")
     config = default_config()
     config.unlock()
     _merge_saved(config, saved)
@@ -448,7 +519,7 @@ def _merge_saved(config: ml_collections.ConfigDict, saved: dict) -> None:
     # (model_options, dataset_options) are replaced whole.
     for key, value in saved.items():
         default = config.get(key)
-        structured = isinstance(default, ml_collections.ConfigDict) and key not in _FREE_FORM_KEYS
+        structured = isinstance(default, ml_collections.ConfigDict) and key not in FREE_FORM_KEYS
         if isinstance(value, dict) and structured:
             _merge_saved(default, value)
         else:

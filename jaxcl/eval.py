@@ -20,7 +20,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcl import xla_defaults
+from jaxcl import cli, xla_defaults
 from jaxcl.run import evaluate_baselines, evaluate_workdir
 from jaxcl.transfer import evaluate_transfer
 
@@ -76,7 +76,8 @@ def run():
     config_flags.DEFINE_config_file(
         "config", None, "Training config file (with --baselines).", lock_config=True
     )
-    app.run(_main)
+    cli.define_traceback_flag()
+    app.run(cli.report_user_errors("jaxcl.eval", _main), flags_parser=cli.parse_flags("jaxcl.eval"))
 
 
 if __name__ == "__main__":

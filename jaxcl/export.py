@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from jaxcl import xla_defaults
+from jaxcl import cli, xla_defaults
 from jaxcl.trained_encoder import export_encoder
 
 
@@ -31,7 +31,10 @@ def run():
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
     flags.DEFINE_string("platforms", "", "Comma-separated platforms (default: this one).")
     flags.mark_flags_as_required(["workdir", "out"])
-    app.run(_main)
+    cli.define_traceback_flag()
+    app.run(
+        cli.report_user_errors("jaxcl.export", _main), flags_parser=cli.parse_flags("jaxcl.export")
+    )
 
 
 if __name__ == "__main__":

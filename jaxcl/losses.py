@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcl.tiled_logsumexp import DEFAULT_BLOCK_SIZE, masked_logsumexp
 
@@ -125,8 +126,18 @@ def _global_mean(local_mean: jax.Array, axis_name: str | None) -> jax.Array:
 
 
 def _check_positive(name: str, value) -> None:
-    if isinstance(value, int | float) and not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value}; pass a positive {name}.")
+    """Raises unless ``value`` is finite and > 0, when it is known (not traced).
+
+    Python and NumPy scalars and concrete arrays are checked alike; a traced
+    value (a temperature learnt or scheduled under jit) cannot be.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    values = np.asarray(value)
+    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise ValueError(f"{name} must be a real number, got {value!r}; pass a positive {name}.")
+    if values.size and not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        raise ValueError(f"{name} must be > 0 and finite, got {value}; pass a positive {name}.")
 
 
 def _check_embeddings(name: str, z, ndim: int = 2) -> None:

@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcl import distributed, xla_defaults
-from jaxcl.config import ConfigError
+from jaxcl import cli, distributed, xla_defaults
 from jaxcl.run import train_and_evaluate
-from jaxcl.workdir_identity import WorkdirMismatchError
-from jaxcl.workdir_io import WorkdirError
-
-# Mistakes in what the user asked for: one line on stderr and exit status 2
-# (the traceback with --traceback); any other exception is a bug or a fault
-# and keeps its traceback.
-USER_ERRORS = (ConfigError, WorkdirMismatchError, WorkdirError)
 
 
 def _define_flags():
@@ -48,7 +38,7 @@ def _define_flags():
     flags.DEFINE_bool(
         "fork", False, "Resume the workdir's checkpoint under a config of another run."
     )
-    flags.DEFINE_bool("traceback", False, "Show the traceback of a user error too.")
+    cli.define_traceback_flag()
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -63,13 +53,7 @@ def _main(argv):
     if not distributed.is_main_process():
         # Process 0 speaks for the run; the others (and orbax in them) only warn.
         logging.set_verbosity(logging.WARNING)
-    try:
-        results = train_and_evaluate(FLAGS.config, FLAGS.workdir, fork=FLAGS.fork)
-    except USER_ERRORS as error:
-        if FLAGS.traceback:
-            raise
-        sys.stderr.write(f"jaxcl.main: {error}\n")
-        sys.exit(2)
+    results = train_and_evaluate(FLAGS.config, FLAGS.workdir, fork=FLAGS.fork)
     if distributed.is_main_process():
         logging.info("final results: %s", results)
         shown = {k: v for k, v in results.items() if k in _SHOWN}
@@ -91,42 +75,12 @@ _SHOWN = (
 )
 
 
-def _config_error(error: Exception, argv: list[str]) -> str:
-    """One line for a locked config's refusal of an unknown key.
-
-    ml_collections raises it from deep inside flag parsing, with a traceback and
-    (for config files) every field of the config in the message.
-    """
-    text = str(error).replace("\\n", "\n").replace("\\'", "'")
-    key = re.search(r"""Key "([\w.]+)" does not exist|^'+([\w.]+)'""", text)
-    if key is None:
-        return f"invalid config: {text.strip().splitlines()[-1][:300]}"
-    name = key.group(1) or key.group(2)
-    suggestion = re.search(r'Did you mean "([\w.]+)"', text)
-    fix = f"did you mean {suggestion.group(1)!r}?" if suggestion else "see jaxcl/config.py."
-    given = [arg for arg in argv if arg.startswith("--config.") and name in arg.split("=")[0]]
-    given = given or [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
-    where = f"{given[0]}: " if given else ""
-    return f"{where}config key {name!r} does not exist (the config is locked); {fix}"
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, with an unknown config key reported in one line."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        sys.stderr.write(f"FATAL Flags parsing error: {error}\n")
-        sys.exit(1)
-    except (AttributeError, KeyError) as error:
-        sys.exit(f"jaxcl.main: {_config_error(error, argv)}")
-
-
 def run():
     """Console-script entry point ``jaxcl-train``."""
     # Before JAX starts its CPU backend, which reads XLA_FLAGS once.
     xla_defaults.apply_cpu_defaults()
     _define_flags()
-    app.run(_main, flags_parser=_parse_flags)
+    app.run(cli.report_user_errors("jaxcl.main", _main), flags_parser=cli.parse_flags("jaxcl.main"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import ml_collections
 
 from jaxcl import baseline_probes, plots, workdir_identity, workdir_io
 from jaxcl.evaluation import KnnMonitor, evaluate_state
+from jaxcl.metric_writer import read_metrics
 from jaxcl.restore import restore_run
 from jaxcl.train import Trainer, train
 
@@ -22,13 +23,26 @@ def _write_results(workdir: str, results: dict) -> None:
     workdir_io.write_json(workdir_io.resolve(workdir) / "results.json", results)
 
 
-def _finish(trainer: Trainer, state, workdir: str) -> dict:
-    """Evaluates a state, and on process 0 writes its plots and ``results.json``."""
-    results = evaluate_state(trainer, state, workdir=workdir)
+def _skipped_steps(workdir: str, summary: dict) -> int:
+    """Updates skipped in the whole run: this invocation's count, else the last logged one."""
+    if "skipped_steps" in summary:
+        return int(summary["skipped_steps"])
+    records = read_metrics(workdir)  # a finished run resumed: it trained no step
+    return int(records[-1].get("skipped_steps", 0)) if records else 0
+
+
+def _finish(trainer: Trainer, state, workdir: str, skipped_steps: int) -> dict:
+    """Evaluates a state, and on process 0 writes its plots and ``results.json``.
+
+    ``skipped_steps`` (updates dropped by ``nonfinite_loss='skip'``) goes into
+    the results, so that they say what the encoder's training was.
+    """
+    evaluation = evaluate_state(trainer, state, workdir=workdir)
+    results = {**evaluation, "skipped_steps": skipped_steps}
     if jax.process_index() == 0:
-        plots.write_run_plots(trainer.config, trainer.data, workdir, results)
-        _write_results(workdir, dict(results))
-    return dict(results)
+        plots.write_run_plots(trainer.config, trainer.data, workdir, evaluation)
+        _write_results(workdir, results)
+    return results
 
 
 def train_and_evaluate(
@@ -60,7 +74,8 @@ def train_and_evaluate(
     result = train(trainer, workdir, on_log=on_log, fork=fork)
     results = dict(result.summary)
     if config.eval.run_at_end:
-        results.update(_finish(trainer, result.state, workdir))
+        skipped_steps = _skipped_steps(workdir, results)
+        results.update(_finish(trainer, result.state, workdir, skipped_steps))
     return results
 
 
@@ -77,7 +92,7 @@ def evaluate_workdir(workdir: str) -> dict:
       The evaluation results (see ``jaxcl.evaluation.evaluate_state``).
     """
     run = restore_run(workdir)
-    return _finish(run.trainer, run.state, workdir)
+    return _finish(run.trainer, run.state, workdir, _skipped_steps(workdir, {}))
 
 
 def evaluate_baselines(config: ml_collections.ConfigDict) -> dict:

@@ -83,10 +83,12 @@ def stop_agreed(stop: StopRequested, *, sync_point: bool) -> bool:
 
 
 @jax.jit
-def _fold_nonfinite(first_bad, bad_count, finite, step):
+def _fold_nonfinite(counts, finite, step):
+    first_bad, bad_count, in_a_row, most_in_a_row = counts
     bad = finite == 0
     first_bad = jnp.where(bad & (first_bad < 0), step, first_bad)
-    return first_bad, bad_count + bad.astype(jnp.int32)
+    in_a_row = jnp.where(bad, in_a_row + 1, 0)
+    return first_bad, bad_count + bad, in_a_row, jnp.maximum(most_in_a_row, in_a_row)
 
 
 class NonfiniteMonitor:
@@ -95,27 +97,55 @@ class NonfiniteMonitor:
     Reading ``metrics['finite']`` on the host every step would make each step
     wait for the previous one to finish, losing the overlap of host and device
     work. Instead one tiny jitted call per step (dispatched asynchronously, no
-    transfer back) folds the flag into two scalars, which the host reads only
-    where it waits anyway or must: at log steps, before every checkpoint and on
-    a signal. So 'raise' names the exact first bad step and never checkpoints a
-    diverged state, at the cost of running on until the next such read.
+    transfer back) folds the flag into four scalars (the first bad step, the
+    number of bad steps, the current and the longest run of consecutive bad
+    steps), which the host reads only where it waits anyway or must: at log
+    steps, before every checkpoint and on a signal. So 'raise' names the exact
+    first bad step and never checkpoints a diverged state, at the cost of
+    running on until the next such read.
     """
 
-    def __init__(self):
+    def __init__(self, skipped_before: int = 0):
+        """``skipped_before``: steps skipped before a resume (counted in ``check``)."""
         # Host values: jit places them wherever the flags are, on any mesh.
-        self._first_bad, self._bad_count = np.int32(-1), np.int32(0)
-        self._warned_count = 0
+        self._counts = (np.int32(-1), np.int32(0), np.int32(0), np.int32(0))
+        self._skipped_before = skipped_before
+        self._warned_count = skipped_before
 
     def update(self, finite: jax.Array, step: int) -> None:
         """Folds in the ``finite`` flag of ``step`` (1-based, as in metrics)."""
-        self._first_bad, self._bad_count = _fold_nonfinite(
-            self._first_bad, self._bad_count, finite, step
-        )
+        self._counts = _fold_nonfinite(self._counts, finite, step)
 
-    def read(self) -> tuple[int | None, int]:
-        """``(first non-finite step or None, number of non-finite steps)``; syncs."""
-        first_bad, bad_count = (int(x) for x in jax.device_get((self._first_bad, self._bad_count)))
-        return (first_bad if first_bad >= 0 else None), bad_count
+    def check(self, config, step: int, checkpointer) -> int:
+        """Applies ``config.nonfinite_loss`` at a sync point; returns the steps skipped.
+
+        The count includes those skipped before a resume.
+
+        Syncs. 'raise' stops at any non-finite step; 'skip' stops once
+        ``config.max_consecutive_skips`` updates in a row were skipped: the run
+        has diverged, and its results would be those of a frozen encoder.
+
+        Raises:
+          NonFiniteLossError: naming the first bad step and the checkpoint kept.
+        """
+        first_bad, bad_count, _, most_in_a_row = (int(x) for x in jax.device_get(self._counts))
+        if first_bad < 0:
+            return self._skipped_before
+        if config.nonfinite_loss == "raise":
+            raise NonFiniteLossError(
+                f"non-finite loss, gradient or parameters at step {first_bad} "
+                f"(noticed at step {step}); {kept_checkpoint(checkpointer)}; rerun with "
+                "config.nonfinite_loss='skip', or lower config.learning_rate (with --fork "
+                "or in a new --workdir)."
+            )
+        if most_in_a_row >= config.max_consecutive_skips:
+            raise NonFiniteLossError(
+                f"{most_in_a_row} updates in a row were non-finite and skipped (the first "
+                f"at step {first_bad}, {bad_count} in all, noticed at step {step}): the run "
+                f"diverged; {kept_checkpoint(checkpointer)}; lower config.learning_rate "
+                "(with --fork or in a new --workdir), or raise config.max_consecutive_skips."
+            )
+        return self._skipped_before + bad_count
 
     def warn_if_new(self, bad_count: int, step: int) -> None:
         """Logs skipped updates once per log step that saw new ones."""

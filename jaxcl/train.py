@@ -41,13 +41,11 @@ from jaxcl.contrastive_network import build_network, online_probe_metrics, resol
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
 from jaxcl.methods.base import monitoring_metrics
-from jaxcl.metric_writer import MetricsWriter, truncate_metrics
+from jaxcl.metric_writer import MetricsWriter, read_metrics, truncate_metrics
 from jaxcl.models import functional
 from jaxcl.stopping import (
-    NonFiniteLossError,
     NonfiniteMonitor,
     StopRequested,
-    kept_checkpoint,
     stop_agreed,
 )
 
@@ -375,7 +373,8 @@ def train(
     summary: dict[str, float] = {}
     batches = train_batches(trainer, start_step)
     step, stopping = start_step, False
-    nonfinite = NonfiniteMonitor()
+    records = read_metrics(workdir) if main and start_step else []
+    nonfinite = NonfiniteMonitor(int(records[-1].get("skipped_steps", 0)) if records else 0)
     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
     try:
         with (
@@ -404,13 +403,7 @@ def train(
                 if log_now or save_now or stopping:
                     # Read before anything is written: no checkpoint may hold a
                     # diverged state, and the error names the first bad step.
-                    first_bad, bad_count = nonfinite.read()
-                    if first_bad is not None and config.nonfinite_loss == "raise":
-                        raise NonFiniteLossError(
-                            f"non-finite loss, gradient or parameters at step {first_bad} "
-                            f"(noticed at step {step}); {kept_checkpoint(checkpointer)}; lower "
-                            "config.learning_rate or set config.nonfinite_loss='skip'."
-                        )
+                    bad_count = nonfinite.check(config, step, checkpointer)
                 if log_now or stopping:
                     metrics = jax.device_get(metrics)
                     elapsed = time.perf_counter() - window_start
@@ -418,9 +411,8 @@ def train(
                     summary["step_time"] = elapsed / window_steps
                     summary["images_per_sec"] = config.global_batch_size * window_steps / elapsed
                     summary["input_wait_fraction"] = input_wait / elapsed
-                    if config.nonfinite_loss == "skip":
-                        summary["skipped_steps"] = bad_count
-                        nonfinite.warn_if_new(bad_count, step)
+                    summary["skipped_steps"] = bad_count
+                    nonfinite.warn_if_new(bad_count, step)
                     if on_log is not None:
                         summary.update(on_log(step, state, last))
                     if writer is not None:

@@ -12,19 +12,47 @@ without jaxcl, its config or its dataset::
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from etils import epath
 
 from jaxcl.restore import restore_run
 
-__all__ = ["export_encoder", "load_encoder", "load_exported_encoder"]
+__all__ = ["EncoderInputError", "export_encoder", "load_encoder", "load_exported_encoder"]
 
 
-def load_encoder(workdir: str, *, step: int | None = None) -> Callable[[jax.Array], jax.Array]:
+class EncoderInputError(ValueError):
+    """Images a trained encoder cannot take; the message says what it takes."""
+
+
+def _check_images(images, image_size: int, channels: int, scale_uint8: bool):
+    """``images`` as float32 in [0, 1], or an `EncoderInputError` naming the problem."""
+    dtype = np.dtype(images.dtype if hasattr(images, "dtype") else np.asarray(images).dtype)
+    expected = f"(N, {image_size}, {image_size}, {channels}) float images in [0, 1]"
+    shape = tuple(np.shape(images))
+    if len(shape) != 4 or shape[3] != channels:
+        raise EncoderInputError(
+            f"images of shape {shape}: the encoder takes {expected}; add the batch axis "
+            "(images[None]) or convert the channels"
+        )
+    if np.issubdtype(dtype, np.integer) or dtype == np.bool_:
+        if not scale_uint8 or dtype != np.uint8:
+            raise EncoderInputError(
+                f"images of dtype {dtype}: the encoder takes {expected}; divide by 255 "
+                "(images / 255.0), or pass uint8 images with load_encoder(..., scale_uint8=True)"
+            )
+        return jnp.asarray(images, jnp.float32) / 255.0
+    if not np.issubdtype(dtype, np.floating):
+        raise EncoderInputError(f"images of dtype {dtype}: the encoder takes {expected}")
+    return images
+
+
+def load_encoder(
+    workdir: str, *, step: int | None = None, scale_uint8: bool = False
+) -> Callable[[jax.Array], jax.Array]:
     """Returns a function from images to frozen encoder features of a training run.
 
     Rebuilds the network from ``workdir/config.json`` and restores the encoder's
@@ -33,10 +61,15 @@ def load_encoder(workdir: str, *, step: int | None = None) -> Callable[[jax.Arra
     The function runs in evaluation mode (running BatchNorm statistics), takes
     float images in [0, 1] shaped (N, H, W, C) like the training inputs, and
     returns float32 (N, num_features) features. It is jitted; any batch size works.
+    Integer images are refused (features of 0-255 pixels would be silently
+    wrong) unless ``scale_uint8``, which divides uint8 images by 255; so are
+    images without the batch axis or with other channels than the training
+    inputs. Other image sizes are accepted (the encoder is convolutional).
 
     Args:
       workdir: the ``--workdir`` of a ``jaxcl.main`` run.
       step: a checkpoint step; None for the newest.
+      scale_uint8: accept uint8 images in [0, 255] and scale them to [0, 1].
 
     Returns:
       ``encode(images) -> features``.
@@ -47,8 +80,14 @@ def load_encoder(workdir: str, *, step: int | None = None) -> Callable[[jax.Arra
       (16, 256)
     """
     run = restore_run(workdir, step=step, check_data_files=False)
-    encode = jax.jit(run.trainer.feature_fn)
-    return functools.partial(encode, run.trainer.encoder_variables(run.state))
+    features = jax.jit(run.trainer.feature_fn)
+    variables = run.trainer.encoder_variables(run.state)
+    size, channels = run.config.image_size, run.trainer.in_channels
+
+    def encode(images):
+        return features(variables, _check_images(images, size, channels, scale_uint8))
+
+    return encode
 
 
 def export_encoder(

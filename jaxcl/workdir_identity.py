@@ -20,7 +20,7 @@ import logging
 import ml_collections
 
 from jaxcl import workdir_io
-from jaxcl.config import save_config
+from jaxcl.config import FREE_FORM_KEYS, save_config
 
 __all__ = [
     "RESUMABLE_KEYS",
@@ -36,6 +36,8 @@ RESUMABLE_KEYS = (
     "checkpoint_every_steps",
     "max_checkpoints_to_keep",
     "progress_bar",
+    "nonfinite_loss",  # what its error suggests after a NaN: rerun with 'skip'
+    "max_consecutive_skips",
     "knn_every_steps",
     "knn_k",
     "knn_temperature",
@@ -58,7 +60,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and not key.endswith("_options"):
+        if isinstance(value, dict) and key not in FREE_FORM_KEYS:
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value

@@ -10,6 +10,7 @@ kept as it is (``os.path.abspath('gs://b/run')`` would be the local directory
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import uuid
@@ -89,6 +90,11 @@ def unusable(workdir, error: BaseException, action: str = "read") -> WorkdirErro
 
     ``action``: 'written' or 'read'.
     """
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return WorkdirError(
+            f"--workdir={workdir} cannot be written: no space left on its device; free space "
+            "there, or pass another --workdir"
+        )
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
     hint = (
         "install the filesystem's backend (gs://: google-cloud-storage or tensorflow; "

@@ -18,7 +18,7 @@ import pytest
 
 from jaxcl.experiments import pod_rehearsal
 
-NUM_STEPS = 24
+NUM_STEPS = 12
 
 pytestmark = pytest.mark.slow
 

@@ -13,6 +13,7 @@ import glob
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -348,17 +349,20 @@ def test_checkpoints_of_another_config_raise_instead_of_starting_over(copied_run
 # ---------------------------------------------------------- non-finite loss
 
 
-def _poison(monkeypatch, bad_step):
-    """Makes the loss, and so the gradients, of (1-based) ``bad_step`` NaN.
+def _poison(monkeypatch, bad_step, last_bad_step=None):
+    """Makes the loss, and so the gradients, of (1-based) steps ``bad_step`` to
+    ``last_bad_step`` (default: ``bad_step``) NaN.
 
     Through the public extension point: the method registry gets a SimCLR
-    whose loss is NaN at that step.
+    whose loss is NaN at those steps.
     """
     simclr = registry.METHODS["simclr"]
+    last_bad_step = bad_step if last_bad_step is None else last_bad_step
 
     def poisoned_loss(embeddings, labels, extras, settings, axis_name, step):
         loss, extras, metrics = simclr.loss(embeddings, labels, extras, settings, axis_name, step)
-        factor = jnp.where(step + 1 == bad_step, jnp.nan, 1.0)  # step counts steps done
+        done = step + 1  # step counts steps done
+        factor = jnp.where((done >= bad_step) & (done <= last_bad_step), jnp.nan, 1.0)
         return loss * factor, extras, metrics
 
     poisoned = dataclasses.replace(simclr, loss=poisoned_loss)
@@ -406,6 +410,34 @@ def test_nonfinite_loss_skip_drops_the_update_and_counts_it(tmp_path, monkeypatc
     records = {record["step"]: record for record in read_metrics(workdir)}
     assert records[3]["finite"] == 0.0 and records[3]["loss"] == "nan"
     assert records[4]["finite"] == 1.0
+    # Extended: the resumed run counts the skip before the resume, and its own;
+    # results.json says how many updates the evaluated encoder missed.
+    _poison(monkeypatch, bad_step=6)
+    config.num_steps, config.checkpoint_every_steps, config.eval.run_at_end = 8, 4, True
+    train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "results.json")) as f:
+        assert json.load(f)["skipped_steps"] == 2
+
+
+def test_nonfinite_loss_skip_stops_a_run_that_diverged_for_good(tmp_path, monkeypatch):
+    # From step 3 on every update is NaN: 'skip' would drop them all and report
+    # the frozen encoder of step 2 as the run's result.
+    _poison(monkeypatch, bad_step=3, last_bad_step=10**6)
+    config = _smoke_config(
+        num_steps=12, nonfinite_loss="skip", max_consecutive_skips=3, log_every_steps=1,
+        checkpoint_every_steps=2, **{"eval.run_at_end": True},
+    )  # fmt: skip
+    workdir = str(tmp_path / "run")
+    with pytest.raises(NonFiniteLossError) as error:
+        train_and_evaluate(config, workdir)
+    message = str(error.value)
+    assert message.startswith("3 updates in a row were non-finite and skipped (the first at step 3")
+    assert "noticed at step 5" in message and "\n" not in message
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
+    checkpointer = Checkpointer(workdir)
+    assert checkpointer.latest_step() == 4  # saved before the limit was seen
+    checkpointer.close()
+    assert [r["skipped_steps"] for r in read_metrics(workdir)] == [0, 0, 1, 2]
 
 
 # ------------------------------------------------------------- validation
@@ -472,6 +504,37 @@ BAD_CONFIGS = {
     "unknown_nonfinite_mode": (lambda: _with(nonfinite_loss="ignore"), "nonfinite_loss", "ignore"),
     "zero_temperature": (lambda: _with(**{"simclr.temperature": 0.0}), "simclr.temperature", 0.0),
     "negative_learning_rate": (lambda: _with(learning_rate=-1.0), "learning_rate", -1.0),
+    # Values that used to run to a results.json (issue 16).
+    "infinite_temperature": (
+        lambda: _with(**{"simclr.temperature": float("inf")}),
+        "simclr.temperature",
+        float("inf"),
+    ),
+    "nan_learning_rate": (lambda: _with(learning_rate=float("nan")), "learning_rate", None),
+    "negative_num_steps": (lambda: _with(num_steps=-5), "num_steps", -5),
+    "negative_batch": (lambda: _with(global_batch_size=-8), "global_batch_size", -8),
+    "momentum_of_one": (lambda: _with(momentum=1.0), "momentum", 1.0),
+    "negative_weight_decay": (lambda: _with(weight_decay=-1e-4), "weight_decay", -1e-4),
+    "negative_warmup": (lambda: _with(warmup_epochs=-1.0), "warmup_epochs", -1.0),
+    "zero_knn_temperature": (lambda: _with(knn_temperature=0.0), "knn_temperature", 0.0),
+    "zero_probe_epochs": (lambda: _with(**{"eval.linear_epochs": 0}), "eval.linear_epochs", 0),
+    "infinite_probe_rate": (
+        lambda: _with(**{"eval.linear_learning_rate": float("inf")}),
+        "eval.linear_learning_rate",
+        float("inf"),
+    ),
+    "negative_max_examples": (
+        lambda: _with(**{"eval.max_train_examples": -1}),
+        "eval.max_train_examples",
+        -1,
+    ),
+    "zero_skip_limit": (lambda: _with(max_consecutive_skips=0), "max_consecutive_skips", 0),
+    "one_view": (lambda: _with(num_views=1), "num_views", 1),
+    "negative_queue": (
+        lambda: _with(method="mocov2", **{"mocov2.queue_size": -64}),
+        "mocov2.queue_size",
+        -64,
+    ),
 }
 
 
@@ -480,7 +543,11 @@ def test_bad_config_raises_one_line_error_naming_key_value_and_fix(case):
     make_config, key, value = BAD_CONFIGS[case]
     with pytest.raises(ValueError) as error:
         validate_config(make_config(), num_devices=8)
-    assert (error.value.key, error.value.value) == (key, value)
+    assert error.value.key == key
+    if value is None:  # NaN: not equal to itself
+        assert math.isnan(error.value.value)
+    else:
+        assert error.value.value == value
     assert str(error.value).startswith(f"config.{key}=") and "; " in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -525,11 +592,16 @@ def _parse_config_flags(arguments):
             "(the config is locked); did you mean 'temperature'?",
         ),
         ("--config.eval.linear_epoch=3", "did you mean 'linear_epochs'?"),
+        (
+            "--config.dataset_options.source_dir=/data/fm",
+            """--config.dataset_options.source_dir=/data/fm: dataset_options is set whole, as """
+            """JSON: --config.dataset_options='{"source_dir": "/data/fm"}'""",
+        ),
         (None, "bad_config.py: config key 'temprature' does not exist"),
     ],
 )
 def test_unknown_key_in_config_file_or_flag_fails_in_one_line(tmp_path, argument, expected):
-    from jaxcl.main import _config_error
+    from jaxcl.cli import _config_key_error
 
     config_file = tmp_path / "bad_config.py"
     config_file.write_text(
@@ -545,7 +617,7 @@ def test_unknown_key_in_config_file_or_flag_fails_in_one_line(tmp_path, argument
         arguments = [f"--config={CONFIG_FILE}:smoke", argument]
     with pytest.raises((AttributeError, KeyError)) as error:
         _parse_config_flags(arguments)
-    message = _config_error(error.value, ["jaxcl.main", *arguments])
+    message = _config_key_error(error.value, ["jaxcl.main", *arguments])
     assert expected in message and "\n" not in message
 
 

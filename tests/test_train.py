@@ -6,6 +6,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl import flags
@@ -22,6 +23,7 @@ from jaxcl.models import functional
 from jaxcl.restore import restore_run
 from jaxcl.run import train_and_evaluate
 from jaxcl.train import Trainer
+from jaxcl.trained_encoder import EncoderInputError
 
 CONFIG_FILES = [configs.path(name) for name in configs.NAMES]
 
@@ -193,6 +195,19 @@ def test_metrics_and_load_encoder(tmp_path):
     fresh = Trainer(run.config)
     untrained = fresh.feature_fn(fresh.encoder_variables(fresh.initial_state()), images)
     assert not np.allclose(features, np.asarray(untrained), atol=1e-3)
+    # 0-255 pixels would give features tens of times too large: refused, or
+    # scaled when asked; images without the batch axis or channels are refused.
+    pixels = np.round(np.asarray(images) * 255).astype(np.uint8)
+    with pytest.raises(EncoderInputError, match=r"dtype uint8.*images / 255\.0"):
+        load_encoder(workdir)(pixels)
+    scaled = np.asarray(load_encoder(workdir, scale_uint8=True)(pixels))
+    np.testing.assert_allclose(
+        scaled, np.asarray(load_encoder(workdir)(pixels / np.float32(255))), rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(EncoderInputError, match=r"shape \(16, 16, 1\).*images\[None\]"):
+        load_encoder(workdir)(images[0])
+    with pytest.raises(EncoderInputError, match=r"shape \(3, 16, 16, 3\)"):
+        load_encoder(workdir)(jnp.tile(images, (1, 1, 1, 3)))
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,7 @@ _EXPORTS = {
     "prepare_dataset": "datasets",
     "check_dataset_name": "datasets",
     "NotPreparedError": "datasets",
+    "DataSourceError": "errors",
     "check_split": "datasets",
     "split_num_examples": "datasets",
     "DataSpec": "spec",

@@ -48,6 +48,7 @@ import tensorflow_datasets as tfds
 
 from jaxcl.data import fashion_mnist_debian, image_folder
 from jaxcl.data._tf import hide_accelerators_from_tensorflow, tf
+from jaxcl.data.errors import corrupt_prepared_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +461,14 @@ class StreamingSource:
 
         return ds.map(parse)
 
+    def checked(self, batches):
+        """Yields from ``batches`` (NumPy batches of `read`), naming the files if corrupt.
+
+        Raises:
+          jaxcl.data.errors.DataSourceError: TensorFlow's ``DataLossError``.
+        """
+        return _checked_reads(batches, self.builder)
+
     def decode(self, image):
         """Decodes what `read` yields into a uint8 (H, W, C) image."""
         if self._encoded:
@@ -552,7 +561,7 @@ def _load_arrays(builder, split, info):
     ds = builder.as_dataset(split=split, shuffle_files=False)
     ds = ds.map(lambda x: (x[info.image_key], _example_label(x, info))).batch(8192)
     images, labels = [], []
-    for image_batch, label_batch in tfds.as_numpy(ds):
+    for image_batch, label_batch in _checked_reads(tfds.as_numpy(ds), builder):
         images.append(image_batch)
         labels.append(label_batch)
     if not labels:
@@ -563,6 +572,14 @@ def _load_arrays(builder, split, info):
     if labels.max() >= num_classes or labels.min() < -1:
         raise ValueError(f"{builder.name} {split}: labels outside [-1, {num_classes})")
     return images, labels
+
+
+def _checked_reads(batches, builder):
+    """Yields from ``batches``, a read of ``builder``'s files, naming them if they are corrupt."""
+    try:
+        yield from batches
+    except tf.errors.DataLossError as error:
+        raise corrupt_prepared_dataset(builder.name, os.fspath(builder.data_dir), error) from None
 
 
 def get_source(dataset, split, data_dir=None, dataset_options=None):
@@ -647,9 +664,11 @@ def prepare_dataset(dataset, data_dir=None, dataset_options=None):
 
 
 def clear_cache():
-    """Forgets every loaded split (frees host memory; the next use reloads)."""
+    """Forgets every loaded split and TFDS dataset info (frees host memory; the next
+    use reloads, and sees a dataset prepared again meanwhile)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _TFDS_INFO_CACHE.clear()
 
 
 __all__ = [

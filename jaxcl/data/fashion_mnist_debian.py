@@ -22,6 +22,7 @@ are about as small as the PNGs.
 
 import gzip
 import os
+import zlib
 from typing import ClassVar
 
 import numpy as np
@@ -29,9 +30,11 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from jaxcl.data._tf import tf  # noqa: F401  (hides accelerators before TFDS uses TF)
+from jaxcl.data.errors import DataSourceError
 
 DEFAULT_SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
 INSTALL_HINT = "apt-get install dataset-fashion-mnist"
+REINSTALL_HINT = "apt-get install --reinstall dataset-fashion-mnist"
 
 IMAGE_SIZE = 28
 _IMAGES_MAGIC = 2051  # IDX: 0x00000803, unsigned byte, 3 dimensions.
@@ -55,8 +58,15 @@ CLASS_NAMES = (
 
 
 def _read_gzip(path):
-    with gzip.open(path, "rb") as f:
-        return f.read()
+    """The decompressed bytes of a source file; a one-line error if it is cut short."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataSourceError(
+            f"{path} is truncated or corrupt ({type(error).__name__}: {error}); "
+            f"reinstall it ({REINSTALL_HINT}) or point dataset_options.source_dir at good copies"
+        ) from None
 
 
 def read_idx_images(path, num_examples):
@@ -82,9 +92,10 @@ def read_idx_images(path, num_examples):
         IMAGE_SIZE,
         IMAGE_SIZE,
     ]:
-        raise ValueError(
+        raise DataSourceError(
             f"{path}: not a Fashion-MNIST IDX image file of {num_examples} images "
-            f"(header {header.tolist()}, {len(data)} bytes, expected {expected})"
+            f"(header {header.tolist()}, {len(data)} bytes, expected {expected}); reinstall it "
+            f"({REINSTALL_HINT}) or point dataset_options.source_dir at good copies"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(
         num_examples, IMAGE_SIZE, IMAGE_SIZE
@@ -107,9 +118,10 @@ def read_idx_labels(path, num_examples):
     data = _read_gzip(path)
     header = np.frombuffer(data[:8], dtype=">u4")
     if len(data) != 8 + num_examples or header.tolist() != [_LABELS_MAGIC, num_examples]:
-        raise ValueError(
+        raise DataSourceError(
             f"{path}: not a Fashion-MNIST IDX label file of {num_examples} labels "
-            f"(header {header.tolist()}, {len(data)} bytes)"
+            f"(header {header.tolist()}, {len(data)} bytes); reinstall it ({REINSTALL_HINT}) "
+            "or point dataset_options.source_dir at good copies"
         )
     labels = np.frombuffer(data, dtype=np.uint8, offset=8)
     if labels.max() >= len(CLASS_NAMES):

@@ -325,7 +325,7 @@ def _streaming_train_iterator(
         for epoch in itertools.count(start_epoch + 1):
             yield from epoch_dataset(epoch, 0).as_numpy_iterator()
 
-    return DataIterator(batches(), first, spe, local_batch, int(start_step))
+    return DataIterator(source.checked(batches()), first, spe, local_batch, int(start_step))
 
 
 def make_eval_iterator(
@@ -411,7 +411,7 @@ def make_eval_iterator(
         ).repeat()
         ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.concatenate(pad.map(preprocess)).take(num_batches * local_batch)
-        return _finish_eval(ds, local_batch)
+        return source.checked(_finish_eval(ds, local_batch))
 
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return _finish_eval(ds, local_batch)

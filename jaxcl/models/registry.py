@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from flax import nnx
@@ -68,8 +69,31 @@ def create(name: str, *, rngs: nnx.Rngs, **options) -> nnx.Module:
       The model, with BatchNorm layers in training mode.
 
     Raises:
-      ValueError: if `name` is not registered.
+      ValueError: if `name` is not registered, an option is not the model's,
+        or an option's value is invalid.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available())}")
-    return _REGISTRY[name](rngs=rngs, **options)
+        heads = sorted(set(_REGISTRY) - set(ENCODER_NAMES))
+        raise ValueError(
+            f"unknown model {name!r}; encoders: {', '.join(ENCODER_NAMES)}; "
+            f"heads: {', '.join(heads)}"
+        )
+    build = _REGISTRY[name]
+    accepted = _keyword_options(build)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"{name} has no option(s) {', '.join(unknown)}; its options: "
+            f"{', '.join(sorted(accepted - {'rngs'}))}"
+        )
+    return build(rngs=rngs, **options)
+
+
+def _keyword_options(build: Callable) -> set[str]:
+    """The keyword arguments a model's builder takes (a class's are its ``__init__``'s)."""
+    function = build.__init__ if isinstance(build, type) else build
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        # resnet18 & co. forward **options to ResNet.
+        return _keyword_options(resnet.ResNet) - {"block", "stage_sizes"}
+    return {p.name for p in parameters if p.name != "self"}

@@ -27,6 +27,7 @@ and linear probes are built.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
@@ -369,6 +370,20 @@ class ResNet(nnx.Module):
             raise ValueError(f"unknown ResNet block {block!r}; valid: {sorted(_BLOCKS)}")
         if stem not in STEMS:
             raise ValueError(f"unknown ResNet stem {stem!r}; valid: {list(STEMS)}")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(
+                f"in_channels={in_channels!r} must be an integer >= 1; pass the images' "
+                "channels (3 for RGB, 1 for grayscale)"
+            )
+        if not (isinstance(width_multiplier, int | float) and 0 < width_multiplier < math.inf):
+            raise ValueError(
+                f"width_multiplier={width_multiplier!r} must be a finite number > 0; pass e.g. "
+                "1.0 (0.25 for CPU-sized encoders)"
+            )
+        if not stage_sizes or any(not isinstance(n, int) or n < 1 for n in stage_sizes):
+            raise ValueError(
+                f"stage_sizes={tuple(stage_sizes)!r} must be integers >= 1; pass e.g. (2, 2, 2, 2)"
+            )
         if len(base_widths) != len(stage_sizes):
             raise ValueError(
                 f"need one width per stage, got widths {tuple(base_widths)} "
