@@ -2,11 +2,12 @@
 
 A mistake in what the user asked for (a config path with a typo, a config
 file that does not parse, a bad value, a workdir of another run, a corrupt
-data file, a full disk) is printed as one line on stderr, naming the bad thing
-and the fix, and the program exits with status 2; ``--traceback`` shows the
-traceback too. Any other exception is a bug or a fault and keeps its
-traceback. The libraries raise these errors with their own types
-(`USER_ERRORS`); only the command lines turn them into a line.
+data file, a full disk, a learning rate that makes the run diverge) is printed
+as one line on stderr, naming the bad thing and the fix, and the program exits
+with status 2; ``--traceback`` shows the traceback too. Any other exception is
+a bug or a fault and keeps its traceback. The libraries raise these errors
+with their own types (`USER_ERRORS`); only the command lines turn them into a
+line.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import difflib
 import errno
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -24,6 +26,7 @@ from absl import flags
 from jaxcl.config import FREE_FORM_KEYS, ConfigError
 from jaxcl.data.errors import DataSourceError
 from jaxcl.methods import MethodSettingError
+from jaxcl.stopping import NonFiniteLossError
 from jaxcl.trained_encoder import EncoderInputError
 from jaxcl.workdir_identity import WorkdirMismatchError
 from jaxcl.workdir_io import WorkdirError
@@ -51,6 +54,7 @@ USER_ERRORS = (
     DataSourceError,
     EncoderInputError,
     MethodSettingError,
+    NonFiniteLossError,  # a diverged run: its message names the step, the checkpoint kept, the fix
     WorkdirError,
     WorkdirMismatchError,
 )
@@ -118,13 +122,19 @@ def _no_space_left(error: BaseException) -> OSError | None:
     return None
 
 
-def user_error_line(error: BaseException) -> str | None:
-    """The one line to print for a user error, or None for a bug or fault."""
+def user_error_line(error: BaseException, workdir: str | None = None) -> str | None:
+    """The one line to print for a user error, or None for a bug or fault.
+
+    Args:
+      error: the exception that ended the program.
+      workdir: the program's ``--workdir``, named when a full disk's error
+        does not say which file it was writing.
+    """
     if isinstance(error, USER_ERRORS):
         return _first_line(error)
     full = _no_space_left(error)
     if full is not None:
-        where = full.filename or "the workdir"
+        where = full.filename or workdir or "the workdir"
         return (
             f"no space left on the device of {where}; free space there (or use another "
             "--workdir) and rerun: the run resumes from its last checkpoint, which is kept"
@@ -153,9 +163,12 @@ def report_user_errors(program: str, main: Callable[[list[str]], None]) -> Calla
         try:
             return main(argv)
         except Exception as error:
-            line = user_error_line(error)
+            line = user_error_line(error, getattr(flags.FLAGS, "workdir", None))
             if line is None or flags.FLAGS.traceback:
                 raise
+            # Futures of a failed async checkpoint write (orbax, TensorStore) are
+            # reported by asyncio as the interpreter exits; the line is the news.
+            logging.getLogger("asyncio").disabled = True
             sys.stderr.write(f"{program}: {line}\n")
             sys.exit(USAGE_ERROR_STATUS)
 

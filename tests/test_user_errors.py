@@ -229,8 +229,8 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def _fill(path):
-    """Writes ``path`` until its disk is full."""
-    with open(path, "wb") as f, contextlib.suppress(OSError):
+    """Writes ``path`` until its disk is full (it may be full already)."""
+    with contextlib.suppress(OSError), open(path, "wb") as f:
         while True:
             f.write(b"\0" * 65536)
             f.flush()
