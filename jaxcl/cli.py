@@ -100,6 +100,8 @@ def check_config_file(spec: str) -> None:
         get_config(variant) if variant else get_config()
     except ConfigFileError:
         raise
+    except (AttributeError, KeyError) as error:  # a key the locked config refuses
+        raise ConfigFileError(_config_key_error(error, [f"--config={spec}"])) from error
     except Exception as error:  # the user's file: its own error, in one line
         raise ConfigFileError(
             f"--config={spec}: {path} failed: {type(error).__name__}: {_first_line(error, 300)}"

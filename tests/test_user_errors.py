@@ -67,6 +67,17 @@ def test_config_syntax_and_missing_get_config_name_the_file(tmp_path):
     empty.write_text("import ml_collections\n")
     with pytest.raises(cli.ConfigFileError, match=rf"{empty} defines no get_config\(\)"):
         cli.check_config_file(str(empty))
+    typo = tmp_path / "typo.py"
+    typo.write_text(
+        "from jaxcl.config import default_config\n\n\ndef get_config():\n"
+        "    config = default_config()\n    config.simclr.temprature = 0.5\n    return config\n"
+    )
+    with pytest.raises(cli.ConfigFileError) as error:
+        cli.check_config_file(str(typo))
+    assert str(error.value) == (
+        f"{typo}: config key 'temprature' does not exist (the config is locked); "
+        "did you mean 'temperature'?"
+    )
     with pytest.raises(cli.ConfigFileError, match=r"failed: ValueError: unknown config variant"):
         cli.check_config_file(SMOKE[: -len(":smoke")] + ":smok")
     cli.check_config_file(SMOKE)  # a good one passes
