@@ -140,7 +140,7 @@ def main():
                 dispatch_ratios.append(dispatched / elapsed)
                 wait_fractions.append(waited / elapsed)
         batches.close()
-    first_bad, _ = monitor.read()
+    first_bad, _, _ = monitor.read()
 
     step_time = statistics.median(step_times)
     result = {

@@ -107,6 +107,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.eval.linear_learning_rate = 0.1
     config.eval.linear_weight_decay = 0.0
     config.eval.feature_batch_size = 1024
+    # The side of the un-augmented evaluation images; 0: config.image_size.
+    # Training on random crops resized below the images' side and evaluating
+    # whole images at their side matches the apparent object sizes of the two
+    # (Touvron et al. 2019, "Fixing the train-test resolution discrepancy").
+    config.eval.image_size = 0
     config.eval.max_train_examples = 0  # 0: the whole split
     config.eval.max_test_examples = 0
     config.eval.baselines = False  # also evaluate raw pixels and the random encoder
@@ -138,6 +143,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "num_examples": {"train": 256, "test": 128},
     }
     config.image_size = 16
+    config.eval.image_size = 0  # the synthetic images' side
     config.train_split = ""
     config.compute_dtype = "float32"
     config.global_batch_size = 16
@@ -186,6 +192,11 @@ class ConfigError(ValueError):
         super().__init__(f"config.{key}={_plain(value)!r} {problem}; {fix}.")
         self.key = key
         self.value = _plain(value)
+
+
+def eval_image_size(config) -> int:
+    """The side of a run's evaluation images: ``eval.image_size``, else ``image_size``."""
+    return config.eval.image_size or config.image_size
 
 
 def options(config_value) -> dict:
@@ -268,12 +279,15 @@ def validate_config(
     # The random crop is resized to image_size: a larger size only upsamples
     # (ImageNet's images vary in size, so there is nothing to compare with).
     native = min(info.image_shape[:2]) if info.image_shape[0] is not None else None
-    if native is not None and config.image_size > native:
-        fail(
-            "image_size",
-            f"does not fit the {config.dataset} images of side {native}",
-            f"use an image_size between 1 and {native}",
-        )
+    sides = (("image_size", config.image_size), ("eval.image_size", config.eval.image_size))
+    for key, size in sides:
+        if native is not None and size > native:
+            raise ConfigError(
+                key,
+                size,
+                f"does not fit the {config.dataset} images of side {native}",
+                f"use a {key} between 1 and {native}",
+            )
     try:
         data.get_preset(config.augmentation, **options(config.augment_options))
     except (ValueError, TypeError) as error:
@@ -312,6 +326,7 @@ _RANGES = {
     "eval.linear_learning_rate": ("(0, inf)", 0.1),
     "eval.linear_weight_decay": ("[0, inf)", 0.0),
     "eval.feature_batch_size": ("[1, inf)", 1024),
+    "eval.image_size": ("[0, inf)", "0 (config.image_size)"),
     "eval.max_train_examples": ("[0, inf)", "0 (the whole split)"),
     "eval.max_test_examples": ("[0, inf)", "0 (the whole split)"),
 }
@@ -406,13 +421,14 @@ def _check_baselines_fit(config, info) -> None:
     split = config.eval_train_split or info.eval_splits[0]
     examples = config.eval.max_train_examples or data.split_num_examples(info, split)
     channels = info.image_shape[2]
-    raw_bytes = examples * config.image_size**2 * channels * 4
+    size = eval_image_size(config)
+    raw_bytes = examples * size**2 * channels * 4
     if raw_bytes > _MAX_RAW_PIXEL_BYTES:
         raise ConfigError(
             "eval.baselines",
             True,
             f"needs {raw_bytes / 2**30:.0f} GiB of raw-pixel features for {examples} "
-            f"{config.image_size}x{config.image_size} images",
+            f"{size}x{size} images",
             "turn it off or set config.eval.max_train_examples lower",
         )
 

@@ -13,7 +13,7 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from jaxcl import workdir_io
 
-__all__ = ["MetricsWriter", "read_metrics", "truncate_metrics"]
+__all__ = ["MetricsWriter", "last_logged", "read_metrics", "truncate_metrics"]
 
 
 class MetricsWriter:
@@ -85,6 +85,12 @@ def read_metrics(workdir: str) -> list[dict]:
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def last_logged(workdir: str, key: str, default=0):
+    """``key`` of the last record of ``workdir/metrics.jsonl``; ``default`` if absent."""
+    records = read_metrics(workdir)
+    return records[-1].get(key, default) if records else default
 
 
 def truncate_metrics(workdir: str, last_step: int) -> None:

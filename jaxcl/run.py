@@ -12,7 +12,7 @@ import ml_collections
 
 from jaxcl import baseline_probes, plots, workdir_identity, workdir_io
 from jaxcl.evaluation import KnnMonitor, evaluate_state
-from jaxcl.metric_writer import read_metrics
+from jaxcl.metric_writer import last_logged
 from jaxcl.restore import restore_run
 from jaxcl.train import Trainer, train
 
@@ -27,8 +27,8 @@ def _skipped_steps(workdir: str, summary: dict) -> int:
     """Updates skipped in the whole run: this invocation's count, else the last logged one."""
     if "skipped_steps" in summary:
         return int(summary["skipped_steps"])
-    records = read_metrics(workdir)  # a finished run resumed: it trained no step
-    return int(records[-1].get("skipped_steps", 0)) if records else 0
+    # A finished run resumed: it trained no step, its log has the count.
+    return int(last_logged(workdir, "skipped_steps"))
 
 
 def _finish(trainer: Trainer, state, workdir: str, skipped_steps: int) -> dict:

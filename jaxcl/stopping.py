@@ -116,6 +116,11 @@ class NonfiniteMonitor:
         """Folds in the ``finite`` flag of ``step`` (1-based, as in metrics)."""
         self._counts = _fold_nonfinite(self._counts, finite, step)
 
+    def read(self) -> tuple[int | None, int, int]:
+        """Syncs and returns (first bad step or None, bad steps, longest run of them)."""
+        first_bad, bad_count, _, most_in_a_row = (int(x) for x in jax.device_get(self._counts))
+        return (first_bad if first_bad >= 0 else None), bad_count, most_in_a_row
+
     def check(self, config, step: int, checkpointer) -> int:
         """Applies ``config.nonfinite_loss`` at a sync point; returns the steps skipped.
 
@@ -128,8 +133,8 @@ class NonfiniteMonitor:
         Raises:
           NonFiniteLossError: naming the first bad step and the checkpoint kept.
         """
-        first_bad, bad_count, _, most_in_a_row = (int(x) for x in jax.device_get(self._counts))
-        if first_bad < 0:
+        first_bad, bad_count, most_in_a_row = self.read()
+        if first_bad is None:
             return self._skipped_before
         if config.nonfinite_loss == "raise":
             raise NonFiniteLossError(

@@ -41,7 +41,7 @@ from jaxcl.contrastive_network import build_network, online_probe_metrics, resol
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
 from jaxcl.methods.base import monitoring_metrics
-from jaxcl.metric_writer import MetricsWriter, read_metrics, truncate_metrics
+from jaxcl.metric_writer import MetricsWriter, last_logged, truncate_metrics
 from jaxcl.models import functional
 from jaxcl.stopping import (
     NonfiniteMonitor,
@@ -373,8 +373,8 @@ def train(
     summary: dict[str, float] = {}
     batches = train_batches(trainer, start_step)
     step, stopping = start_step, False
-    records = read_metrics(workdir) if main and start_step else []
-    nonfinite = NonfiniteMonitor(int(records[-1].get("skipped_steps", 0)) if records else 0)
+    skipped_before = last_logged(workdir, "skipped_steps") if main and start_step else 0
+    nonfinite = NonfiniteMonitor(int(skipped_before))
     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
     try:
         with (

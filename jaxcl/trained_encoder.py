@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from jaxcl.config import eval_image_size
 from jaxcl.restore import restore_run
 
 __all__ = ["EncoderInputError", "export_encoder", "load_encoder", "load_exported_encoder"]
@@ -59,7 +60,8 @@ def load_encoder(
     parameters and BatchNorm statistics from the newest checkpoint (or ``step``).
     The run's dataset need not be on this machine.
     The function runs in evaluation mode (running BatchNorm statistics), takes
-    float images in [0, 1] shaped (N, H, W, C) like the training inputs, and
+    float images in [0, 1] shaped (N, H, W, C) like the evaluation inputs (side
+    ``config.eval.image_size``, else ``config.image_size``), and
     returns float32 (N, num_features) features. It is jitted; any batch size works.
     Integer images are refused (features of 0-255 pixels would be silently
     wrong) unless ``scale_uint8``, which divides uint8 images by 255; so are
@@ -82,7 +84,7 @@ def load_encoder(
     run = restore_run(workdir, step=step, check_data_files=False)
     features = jax.jit(run.trainer.feature_fn)
     variables = run.trainer.encoder_variables(run.state)
-    size, channels = run.config.image_size, run.trainer.in_channels
+    size, channels = eval_image_size(run.config), run.trainer.in_channels
 
     def encode(images):
         return features(variables, _check_images(images, size, channels, scale_uint8))
@@ -111,7 +113,7 @@ def export_encoder(
     """
     run = restore_run(workdir, step=step, check_data_files=False)
     variables = jax.device_get(run.trainer.encoder_variables(run.state))
-    size = run.config.image_size
+    size = eval_image_size(run.config)
     (batch,) = jax.export.symbolic_shape("batch")
     images = jax.ShapeDtypeStruct((batch, size, size, run.trainer.in_channels), jnp.float32)
     feature_fn = run.trainer.feature_fn

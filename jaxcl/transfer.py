@@ -4,10 +4,11 @@
 run (its own dataset need not be on this machine) and scores its features of
 another dataset with the run's linear probe and weighted kNN, the protocol of
 SimCLR's transfer table (Chen et al. 2020, section 6 and appendix B.8, there
-with an L-BFGS probe). The other dataset's images are resized to the encoder's
-input side (``config.image_size``) after that dataset's own evaluation crop,
-and their channels are adapted to the encoder's: RGB to grey by ITU-R 601 luma
-(as ``tf.image.rgb_to_grayscale``), grey to RGB by repetition.
+with an L-BFGS probe). The other dataset's images are resized to the run's
+evaluation side (``config.eval.image_size``, else ``config.image_size``) after
+that dataset's own evaluation crop, and their channels are adapted to the
+encoder's: RGB to grey by ITU-R 601 luma (as ``tf.image.rgb_to_grayscale``), grey
+to RGB by repetition.
 
 Results go to ``DIR/transfer/<dataset>/results.json``; the run's own files are
 not touched.

@@ -132,6 +132,33 @@ def test_raw_pixel_baseline_refused_where_it_cannot_fit():
     assert "GiB" in str(error.value)
 
 
+def test_training_crops_and_evaluation_images_have_their_own_sides():
+    # FixRes-style: train on 12-pixel crops, evaluate the whole 16-pixel images.
+    config = make_tiny_config(image_size=12, **{"eval.image_size": 16})
+    validate_config(config, num_devices=1)
+    one_device = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+    trainer = Trainer(config, one_device)
+    assert next(trainer.data.train_iterator())["views"].shape[2:4] == (12, 12)
+    images, labels = trainer.data.eval_arrays("test")
+    expected_images, expected_labels = data.make_eval_arrays(
+        "synthetic", split="test", image_size=16, dataset_options=config.dataset_options
+    )
+    np.testing.assert_array_equal(images, expected_images)
+    np.testing.assert_array_equal(labels, expected_labels)
+    state = trainer.initial_state()
+    variables = trainer.encoder_variables(state)
+    streamed = features.stream_features(
+        trainer.feature_fn, variables, trainer.data.eval_iterator("test", 16), one_device
+    )
+    direct = jax.jit(trainer.feature_fn)(variables, expected_images)
+    np.testing.assert_allclose(streamed.features, direct, rtol=1e-5, atol=1e-6)
+    # Larger than the images: refused, naming the key and the value.
+    config.eval.image_size = 20
+    with pytest.raises(ConfigError) as error:
+        validate_config(config, num_devices=1)
+    assert (error.value.key, error.value.value) == ("eval.image_size", 20)
+
+
 def test_evaluation_on_eight_devices_matches_one_device(mesh):
     config = make_tiny_config(**{"eval.linear_epochs": 3, "eval.baselines": True})
     config.eval.feature_batch_size = 12  # rounded up to 16 on eight devices

@@ -43,7 +43,7 @@ from jaxcl.methods import registry
 from jaxcl.metric_writer import read_metrics
 from jaxcl.restore import restore_run
 from jaxcl.run import train_and_evaluate
-from jaxcl.stopping import NonFiniteLossError, StopRequested
+from jaxcl.stopping import NonFiniteLossError, NonfiniteMonitor, StopRequested
 from jaxcl.train import Trainer
 from jaxcl.workdir_identity import WorkdirMismatchError
 
@@ -473,6 +473,7 @@ BAD_CONFIGS = {
     "unknown_nested_key": (lambda: _with(**{"eval.linear_epoch": 3}), "eval.linear_epoch", 3),
     "missing_key": (lambda: _without("knn_k"), "knn_k", "<missing>"),
     "crop_larger_than_image": (lambda: _with(image_size=32), "image_size", 32),
+    "negative_eval_side": (lambda: _with(**{"eval.image_size": -1}), "eval.image_size", -1),
     "bad_augment_option": (
         lambda: _with(augment_options={"crop_scale": (0.0, 1.0)}),
         "augment_options",
@@ -918,3 +919,12 @@ def test_train_step_rejects_a_batch_of_the_wrong_shape():
         trace((16, 2, 16, 16, 3), (16,))  # 3 channels; the model takes 1
     with pytest.raises(AssertionError, match=r"input 0 has shape \(8,\)"):
         trace((16, 2, 16, 16, 1), (8,))
+
+
+def test_nonfinite_monitor_counts_on_device_and_reads_once():
+    monitor = NonfiniteMonitor()
+    assert monitor.read() == (None, 0, 0)
+    for step, finite in enumerate([1, 0, 0, 1, 0, 0, 0, 1], start=1):
+        monitor.update(jnp.asarray(finite, jnp.int32), step)
+    # First bad step 2, five bad in all, the longest run three (steps 5-7).
+    assert monitor.read() == (2, 5, 3)

@@ -27,10 +27,16 @@ def get_config(arg: str = ""):
     config.model_options = {"stem": "small", "base_widths": (16, 32, 64, 256)}
     config.projector = "simclr_v2_projection"
     config.dataset = "fashion_mnist"
-    config.image_size = 28
+    # Train on random crops resized to 20 pixels, evaluate the whole 28-pixel
+    # images: a step costs half as much (so 9 epochs fit where 5 did at 28), and
+    # a crop of 0.25-1 of the image resized to 20 shows objects at about their
+    # size in the whole image at 28 (Touvron et al. 2019, FixRes). Same wall
+    # time, +1.0 linear top-1 at 1.8 epochs against 1 at 28 (docs/results.md).
+    config.image_size = 20
+    config.eval.image_size = 28
     config.augmentation = "fashion_mnist"
     config.global_batch_size = 256
-    config.num_epochs = 5.0
+    config.num_epochs = 9.0
     config.warmup_epochs = 0.5
     config.optimizer = "lars"
     config.learning_rate = 1.0

@@ -32,7 +32,8 @@ class DataSpec:
         ImageNet's 'validation').
       data_dir: the TFDS data directory (None: TFDS's default).
       dataset_options: per-dataset options (see ``jaxcl.data.datasets``).
-      image_size: the side of training and evaluation images.
+      image_size: the side of the (cropped, resized) training images.
+      eval_image_size: the side of the un-augmented evaluation images.
       augmentation: the augmentation preset.
       augment_options: overrides of the preset.
       num_views: augmented views per training example.
@@ -47,6 +48,7 @@ class DataSpec:
     data_dir: str | None
     dataset_options: dict[str, Any]
     image_size: int
+    eval_image_size: int
     augmentation: str
     augment_options: dict[str, Any]
     num_views: int
@@ -67,6 +69,7 @@ class DataSpec:
             data_dir=config.data_dir or None,
             dataset_options=_as_dict(config.dataset_options),
             image_size=config.image_size,
+            eval_image_size=config.eval.image_size or config.image_size,
             augmentation=config.augmentation,
             augment_options=_as_dict(config.augment_options),
             num_views=config.num_views,
@@ -128,7 +131,7 @@ class DataSpec:
         return pipeline.make_eval_arrays(
             self.dataset,
             split=split,
-            image_size=self.image_size,
+            image_size=self.eval_image_size,
             data_dir=self.data_dir,
             dataset_options=self.dataset_options,
             max_examples=max_examples or None,
@@ -142,7 +145,7 @@ class DataSpec:
         return pipeline.make_eval_iterator(
             self.dataset,
             split=split,
-            image_size=self.image_size,
+            image_size=self.eval_image_size,
             global_batch_size=global_batch_size,
             data_dir=self.data_dir,
             dataset_options=self.dataset_options,

@@ -122,6 +122,7 @@ def main(argv=None):
         data_dir=args.data_dir,
         dataset_options=ast.literal_eval(args.dataset_options) if args.dataset_options else {},
         image_size=args.image_size,
+        eval_image_size=args.image_size,
         augmentation=args.preset,
         augment_options=ast.literal_eval(args.augment_options) if args.augment_options else {},
         num_views=args.num_views,
