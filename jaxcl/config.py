@@ -194,11 +194,6 @@ class ConfigError(ValueError):
         self.value = _plain(value)
 
 
-def eval_image_size(config) -> int:
-    """The side of a run's evaluation images: ``eval.image_size``, else ``image_size``."""
-    return config.eval.image_size or config.image_size
-
-
 def options(config_value) -> dict:
     """A free-form option section (``dataset_options``, ...) as a plain dict."""
     return dict(config_value) if config_value else {}
@@ -421,7 +416,7 @@ def _check_baselines_fit(config, info) -> None:
     split = config.eval_train_split or info.eval_splits[0]
     examples = config.eval.max_train_examples or data.split_num_examples(info, split)
     channels = info.image_shape[2]
-    size = eval_image_size(config)
+    size = data.eval_image_size(config)
     raw_bytes = examples * size**2 * channels * 4
     if raw_bytes > _MAX_RAW_PIXEL_BYTES:
         raise ConfigError(

@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from jaxcl.config import eval_image_size
 from jaxcl.restore import restore_run
 
 __all__ = ["EncoderInputError", "export_encoder", "load_encoder", "load_exported_encoder"]
@@ -84,7 +83,7 @@ def load_encoder(
     run = restore_run(workdir, step=step, check_data_files=False)
     features = jax.jit(run.trainer.feature_fn)
     variables = run.trainer.encoder_variables(run.state)
-    size, channels = eval_image_size(run.config), run.trainer.in_channels
+    size, channels = run.trainer.data.eval_image_size, run.trainer.in_channels
 
     def encode(images):
         return features(variables, _check_images(images, size, channels, scale_uint8))
@@ -113,7 +112,7 @@ def export_encoder(
     """
     run = restore_run(workdir, step=step, check_data_files=False)
     variables = jax.device_get(run.trainer.encoder_variables(run.state))
-    size = eval_image_size(run.config)
+    size = run.trainer.data.eval_image_size
     (batch,) = jax.export.symbolic_shape("batch")
     images = jax.ShapeDtypeStruct((batch, size, size, run.trainer.in_channels), jnp.float32)
     feature_fn = run.trainer.feature_fn

@@ -11,7 +11,8 @@ use of any of these names, not when ``jaxcl.data`` is imported):
   `make_eval_arrays(dataset, *, split, image_size, ...)`: unaugmented data.
 - `steps_per_epoch(dataset, split, global_batch_size)`, `dataset_info(dataset)`.
 - `DataSpec.from_config(config)`: all of the above for a training config, so that
-  every consumer reads a run's data the same way.
+  every consumer reads a run's data the same way; `eval_image_size(config)`: the
+  side of its evaluation images (``eval.image_size``, else ``image_size``).
 - `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations.
 - `DATASET_NAMES` (besides which any TFDS name works), `PRESET_NAMES`.
 
@@ -47,6 +48,7 @@ _EXPORTS = {
     "check_split": "datasets",
     "split_num_examples": "datasets",
     "DataSpec": "spec",
+    "eval_image_size": "spec",
     "FashionMnistDebian": "fashion_mnist_debian",
     "FASHION_MNIST_CLASS_NAMES": "fashion_mnist_debian:CLASS_NAMES",
     "FASHION_MNIST_INSTALL_HINT": "fashion_mnist_debian:INSTALL_HINT",

@@ -19,6 +19,11 @@ def _as_dict(section) -> dict:
     return dict(section) if section else {}
 
 
+def eval_image_size(config) -> int:
+    """The side of a run's evaluation images: ``eval.image_size``, else ``image_size``."""
+    return config.eval.image_size or config.image_size
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     """What a run reads: dataset, splits, sizes, augmentation and seed.
@@ -69,7 +74,7 @@ class DataSpec:
             data_dir=config.data_dir or None,
             dataset_options=_as_dict(config.dataset_options),
             image_size=config.image_size,
-            eval_image_size=config.eval.image_size or config.image_size,
+            eval_image_size=eval_image_size(config),
             augmentation=config.augmentation,
             augment_options=_as_dict(config.augment_options),
             num_views=config.num_views,
