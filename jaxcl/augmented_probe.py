@@ -209,6 +209,7 @@ def _train(
             num_views=1,
             seed=config.seed + _SEED_OFFSET,
             augment_options={**spec.augment_options, **CROP_AND_FLIP_ONLY},
+            augment_on_device=False,  # crops and flips only: all of it is host work
         )
         batches = distributed.prefetch_to_mesh(iterator, trainer.mesh, keys=("views", "label"))
         show = jax.process_index() == 0 and config.progress_bar

@@ -59,6 +59,11 @@ def default_config() -> ml_collections.ConfigDict:
     config.augmentation = "fashion_mnist"
     config.augment_options = ml_collections.ConfigDict()
     config.num_views = 2
+    # Where colour jitter, grayscale, blur and solarization run: 'true' in the
+    # jitted step on the accelerator (the host only crops, resizes and flips, in
+    # uint8), 'false' in tf.data on the host, 'auto' as jaxcl.data.spec decides
+    # per platform (the device on GPU and TPU).
+    config.augment_on_device = "auto"
 
     # Schedule and optimizer (SimCLR: LARS, linear scaling, warmup then cosine).
     config.global_batch_size = 256
@@ -252,6 +257,8 @@ def validate_config(
         )  # fmt: skip
     if config.nonfinite_loss not in ("raise", "skip"):
         fail("nonfinite_loss", "is unknown", "use 'raise' or 'skip'")
+    if config.augment_on_device not in data.AUGMENT_ON_DEVICE_VALUES:
+        fail("augment_on_device", "is unknown", "use 'auto', 'true' or 'false'")
     if config.compute_dtype not in ("auto", "float32", "bfloat16", "float16"):
         fail("compute_dtype", "is unsupported", "use 'auto', 'float32' or 'bfloat16'")
     method = get_method(config.method)

@@ -50,6 +50,8 @@ def _alignment_uniformity(trainer, variables, num_images) -> dict[str, float]:
             global_batch_size=batch,
             num_views=2,
             seed=trainer.config.seed + 1,
+            # Finished views here: the two implementations draw from one distribution.
+            augment_on_device=False,
         )
     )
     mask = np.ones(len(views["label"]), bool)

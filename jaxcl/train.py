@@ -76,6 +76,7 @@ class Trainer:
         self.method = get_method(config.method)
         self.settings = config[self.method.name]
         self.data = data.DataSpec.from_config(config)
+        self.view_configs = self.data.view_configs()
         self.num_classes, self.in_channels = (
             self.data.info.num_classes,
             self.data.info.image_shape[-1],
@@ -157,10 +158,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ step
 
-    def _per_device_step(self, params, batch_stats, momentum, extras, step, views, labels):
+    def _per_device_step(
+        self, params, batch_stats, momentum, extras, step, views, labels, view_keys
+    ):
         """Gradients and new statistics of one device's slice of the batch."""
         config, method = self.config, self.method
         local_batch, num_views = views.shape[:2]
+        if self.data.augment_on_device:
+            # The photometric half of each view, per example; its keys came
+            # with the batch, so this is the same on any number of devices.
+            views = data.finish_views(views, view_keys, self.view_configs)
         # All views go through the network in one pass, so BatchNorm normalises
         # over every view of the (global) batch, as SimCLR's global BN does.
         images = jnp.swapaxes(views, 0, 1).reshape((-1, *views.shape[2:]))
@@ -219,6 +226,15 @@ class Trainer:
         chex.assert_shape(batch["views"], (None, config.num_views, size, size, channels))
         chex.assert_shape(batch["label"], (batch["views"].shape[0],))
         chex.assert_type(batch["label"], int)
+        view_keys = None
+        if self.data.augment_on_device:
+            if "view_keys" not in batch:
+                raise ValueError(
+                    "this trainer augments on the device, but the batch has no 'view_keys'; "
+                    "make it with trainer.data.train_iterator() or set "
+                    "config.augment_on_device='false'."
+                )
+            view_keys = batch["view_keys"]
         momentum = {}
         if self.method.uses_momentum_encoder:
             momentum = {"params": state["momentum_params"]}
@@ -226,7 +242,7 @@ class Trainer:
         sharded = jax.shard_map(
             self._per_device_step,
             mesh=self.mesh,
-            in_specs=(P(), P(), P(), P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
+            in_specs=(P(), P(), P(), P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
             out_specs=P(),
         )
         grads, batch_stats, momentum_stats, extras, metrics = sharded(
@@ -237,6 +253,7 @@ class Trainer:
             state["step"],
             batch["views"],
             batch["label"],
+            view_keys,
         )
         updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -318,11 +335,13 @@ def train_batches(trainer: Trainer, start_step: int = 0):
       start_step: the step to resume from (the pipeline is a function of the step).
 
     Returns:
-      An iterator of ``{'views', 'label'}`` global arrays sharded over 'data';
-      ``close()`` it to stop its prefetch thread.
+      An iterator of ``{'views', 'label'}`` global arrays sharded over 'data'
+      (and ``'view_keys'`` with ``augment_on_device``); ``close()`` it to stop
+      its prefetch thread.
     """
     iterator = trainer.data.train_iterator(start_step)
-    return distributed.prefetch_to_mesh(iterator, trainer.mesh, keys=("views", "label"))
+    keys = ("views", "label", "view_keys") if trainer.data.augment_on_device else ("views", "label")
+    return distributed.prefetch_to_mesh(iterator, trainer.mesh, keys=keys)
 
 
 class TrainResult(NamedTuple):

@@ -13,7 +13,9 @@ use of any of these names, not when ``jaxcl.data`` is imported):
 - `DataSpec.from_config(config)`: all of the above for a training config, so that
   every consumer reads a run's data the same way; `eval_image_size(config)`: the
   side of its evaluation images (``eval.image_size``, else ``image_size``).
-- `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations.
+- `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations;
+  `finish_views(views, view_keys, configs)`: their photometric half in JAX, for
+  the batches of ``make_train_iterator(..., augment_on_device=True)``.
 - `DATASET_NAMES` (besides which any TFDS name works), `PRESET_NAMES`.
 
 Example:
@@ -49,6 +51,10 @@ _EXPORTS = {
     "split_num_examples": "datasets",
     "DataSpec": "spec",
     "eval_image_size": "spec",
+    "resolve_augment_on_device": "spec",
+    "AUGMENT_ON_DEVICE_VALUES": "spec",
+    "view_configs": "pipeline",
+    "finish_views": "device_augment",
     "FashionMnistDebian": "fashion_mnist_debian",
     "FASHION_MNIST_CLASS_NAMES": "fashion_mnist_debian:CLASS_NAMES",
     "FASHION_MNIST_INSTALL_HINT": "fashion_mnist_debian:INSTALL_HINT",

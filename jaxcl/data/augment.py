@@ -464,6 +464,57 @@ def solarize(image, threshold=0.5):
     return tf.where(image < threshold, image, 1.0 - image)
 
 
+def _check_seed(seed):
+    seed = tf.convert_to_tensor(seed)
+    if seed.shape != (2,):
+        raise ValueError(f"seed must have shape (2,), got {seed.shape}; use view_seed(...).")
+    return seed
+
+
+def geometric_view(image, seed, size, config):
+    """The geometric half of one view: random resized crop (or resize) and flip.
+
+    With ``augment_on_device`` this is all the host does; `augment_view` draws
+    the same crop and flip from the same seed, so the two modes see the same
+    geometry.
+
+    Args:
+      image: float32 (H, W, C) in [0, 1] with a static channel count.
+      seed: stateless seed of this view, shape (2,) (see `view_seed`).
+      size: output (height, width).
+      config: an `AugmentConfig` (its crop, resize and flip fields).
+
+    Returns:
+      float32 (size[0], size[1], C) in [0, 1].
+    """
+    image = _check_image(image)
+    size = _check_size(size)
+    seeds = tf.random.experimental.stateless_split(_check_seed(seed), num=_NUM_SLOTS)
+    if config.crop:
+        image = random_resized_crop(image, seeds[_CROP], size, config)
+    else:
+        image = resize(image, size, config.resize_method)
+    image = random_flip(image, seeds[_FLIP], config.flip_prob)
+    return tf.ensure_shape(image, (*size, image.shape[-1]))
+
+
+def device_view_key(seed):
+    """The JAX key data of a view's photometric half, from its stateless seed.
+
+    Args:
+      seed: the view's seed, shape (2,) (see `view_seed`).
+
+    Returns:
+      uint32 tensor (2,): key data for ``jax.random.wrap_key_data`` (threefry),
+      drawn from a slot of its own, so it is independent of the view's crop and flip.
+    """
+    seeds = tf.random.experimental.stateless_split(_check_seed(seed), num=_NUM_SLOTS + 1)
+    bits = tf.random.stateless_uniform(
+        [2], seed=seeds[_NUM_SLOTS], minval=None, maxval=None, dtype=tf.int32
+    )
+    return tf.bitcast(bits, tf.uint32)
+
+
 def augment_view(image, seed, size, config):
     """Draws one augmented view of an image.
 
@@ -480,17 +531,9 @@ def augment_view(image, seed, size, config):
       ValueError: for an image that is not a floating (H, W, 1 or 3) array, a
         size that is not two positive ints or a seed that is not of shape (2,).
     """
-    image = _check_image(image)
+    image = geometric_view(image, seed, size, config)
     size = _check_size(size)
-    seed = tf.convert_to_tensor(seed)
-    if seed.shape != (2,):
-        raise ValueError(f"seed must have shape (2,), got {seed.shape}; use view_seed(...).")
-    seeds = tf.random.experimental.stateless_split(seed, num=_NUM_SLOTS)
-    if config.crop:
-        image = random_resized_crop(image, seeds[_CROP], size, config)
-    else:
-        image = resize(image, size, config.resize_method)
-    image = random_flip(image, seeds[_FLIP], config.flip_prob)
+    seeds = tf.random.experimental.stateless_split(_check_seed(seed), num=_NUM_SLOTS)
     image = _maybe(
         seeds[_JITTER_APPLY],
         config.jitter_prob,
@@ -524,6 +567,14 @@ def augment_view(image, seed, size, config):
     return tf.ensure_shape(image, (*size, image.shape[-1]))
 
 
+def _check_views(views):
+    if not views or not all(isinstance(view, AugmentConfig) for view in views):
+        raise ValueError(
+            f"views must be a non-empty sequence of AugmentConfig, got {views!r}; "
+            "use get_preset(name) (twice for two views of a one-config preset)."
+        )
+
+
 def augment_views(image, views, seed, index, epoch, size):
     """Draws ``len(views)`` augmented views of one example.
 
@@ -544,17 +595,51 @@ def augment_views(image, views, seed, index, epoch, size):
     """
     image = _check_image(image)
     size = _check_size(size)
-    if not views or not all(isinstance(view, AugmentConfig) for view in views):
-        raise ValueError(
-            f"views must be a non-empty sequence of AugmentConfig, got {views!r}; "
-            "use get_preset(name) (twice for two views of a one-config preset)."
-        )
+    _check_views(views)
     return tf.stack(
         [
             _traced_view(config, size, image.shape[-1])(image, view_seed(seed, index, epoch, v))
             for v, config in enumerate(views)
         ]
     )
+
+
+def geometric_views(image, views, seed, index, epoch, size):
+    """The geometric halves of ``len(views)`` views, and the keys of their photometric halves.
+
+    The host's share of ``augment_on_device``: `augment_views` with the colour
+    jitter, grayscale, blur and solarization left to
+    `jaxcl.data.device_augment.finish_views`, which draws them from the keys.
+
+    Args:
+      image: float32 (H, W, C) in [0, 1].
+      views: a sequence of `AugmentConfig`, one per view.
+      seed: the run's data seed.
+      index: the example's index in its split.
+      epoch: the epoch.
+      size: output (height, width).
+
+    Returns:
+      ``(views, keys)``: uint8 (num_views, size[0], size[1], C), the geometric
+      views rounded to 0..255, and uint32 (num_views, 2), each view's
+      `device_view_key`.
+    """
+    image = _check_image(image)
+    size = _check_size(size)
+    _check_views(views)
+    seeds = [view_seed(seed, index, epoch, v) for v in range(len(views))]
+    geometric = tf.stack(
+        [
+            _traced_geometric_view(config, size, image.shape[-1])(image, view_seed_)
+            for config, view_seed_ in zip(views, seeds, strict=True)
+        ]
+    )
+    uint8 = tf.cast(tf.round(geometric * 255.0), tf.uint8)
+    return uint8, tf.stack([device_view_key(view_seed_) for view_seed_ in seeds])
+
+
+def _signature(channels):
+    return [tf.TensorSpec([None, None, channels], tf.float32), tf.TensorSpec([2], tf.int64)]
 
 
 @functools.lru_cache(maxsize=128)
@@ -566,10 +651,17 @@ def _traced_view(config, size, channels):
     """
     return tf.function(
         lambda image, seed: augment_view(image, seed, size, config),
-        input_signature=[
-            tf.TensorSpec([None, None, channels], tf.float32),
-            tf.TensorSpec([2], tf.int64),
-        ],
+        input_signature=_signature(channels),
+        autograph=False,
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _traced_geometric_view(config, size, channels):
+    """`geometric_view` traced once per (config, size, channels)."""
+    return tf.function(
+        lambda image, seed: geometric_view(image, seed, size, config),
+        input_signature=_signature(channels),
         autograph=False,
     )
 
@@ -628,7 +720,10 @@ __all__ = [
     "blur_kernel_size",
     "center_crop",
     "color_jitter",
+    "device_view_key",
     "gaussian_blur",
+    "geometric_view",
+    "geometric_views",
     "get_preset",
     "preprocess_eval",
     "random_flip",

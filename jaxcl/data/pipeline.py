@@ -61,7 +61,17 @@ def _image_size(info, image_size):
     return tuple(int(x) for x in image_size)
 
 
-def _view_configs(preset, num_views, augment_options):
+def view_configs(preset, num_views, augment_options=None):
+    """The `AugmentConfig` of each view of a pipeline (view v uses preset entry v % len).
+
+    Args:
+      preset: a preset name or a sequence of `AugmentConfig`.
+      num_views: augmented views per example.
+      augment_options: overrides for a named preset.
+
+    Returns:
+      A tuple of ``num_views`` `AugmentConfig`.
+    """
     if isinstance(preset, str):
         configs = augment.get_preset(preset, **(augment_options or {}))
     else:
@@ -184,6 +194,7 @@ def make_train_iterator(
     dataset_options=None,
     augment_options=None,
     num_parallel_calls=None,
+    augment_on_device=False,
 ):
     """An infinite iterator of augmented multi-view training batches for this process.
 
@@ -210,13 +221,18 @@ def make_train_iterator(
       augment_options: overrides for a named preset, e.g.
         ``{'crop_scale': (0.3, 1.0), 'jitter_strength': 0.4, 'blur_prob': 0.0}``.
       num_parallel_calls: parallelism of the augmentation map (default AUTOTUNE).
+      augment_on_device: draw only the geometric half of each view here (crop,
+        resize, flip) and leave colour jitter, grayscale, blur and solarization to
+        `jaxcl.data.device_augment.finish_views` in the train step.
 
     Returns:
       A `DataIterator` over dicts: ``views`` float32 (local_batch, num_views, H, W, C)
       in [0, 1], ``label`` int32 (local_batch,) (-1 for unlabelled data), ``index``
       int64 (local_batch,) (the example's index in the split; for streamed ImageNet
       a fingerprint of its TFDS id), with local_batch = global_batch_size //
-      process_count.
+      process_count. With ``augment_on_device``, ``views`` are the geometric views
+      as uint8 (0..255) and ``view_keys`` uint32 (local_batch, num_views, 2) the
+      keys of their photometric halves.
 
     Raises:
       ValueError: for unknown names, a batch size that does not divide, or a split
@@ -234,7 +250,7 @@ def make_train_iterator(
         global_batch_size, process_index, process_count
     )
     size = _image_size(info, image_size)
-    views = _view_configs(preset, num_views, augment_options)
+    views = view_configs(preset, num_views, augment_options)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     source = datasets.get_source(dataset, split, data_dir, dataset_options)
@@ -254,6 +270,9 @@ def make_train_iterator(
 
     def augment_example(image, label, index, epoch):
         image = tf.image.convert_image_dtype(image, tf.float32)
+        if augment_on_device:
+            geometric, keys = augment.geometric_views(image, views, seed, index, epoch, size)
+            return {"views": geometric, "view_keys": keys, "label": label, "index": index}
         image = augment.augment_views(image, views, seed, index, epoch, size)
         return {"views": image, "label": label, "index": index}
 
@@ -479,4 +498,5 @@ __all__ = [
     "make_eval_iterator",
     "make_train_iterator",
     "steps_per_epoch",
+    "view_configs",
 ]

@@ -12,11 +12,40 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+
 from jaxcl.data import datasets, pipeline
+
+AUGMENT_ON_DEVICE_VALUES = ("auto", "true", "false")
+# 'auto' on CPU: the measured choice for the Fashion-MNIST default (docs/benchmarks.md).
+_AUTO_ON_CPU = True
 
 
 def _as_dict(section) -> dict:
     return dict(section) if section else {}
+
+
+def resolve_augment_on_device(value: str, backend: str | None = None) -> bool:
+    """Whether the photometric augmentations run in the train step (``config.augment_on_device``).
+
+    ``'auto'`` is on for GPUs and TPUs, where the host's cores would otherwise
+    bound the step. On CPU the host and the device share the same cores;
+    ``_AUTO_ON_CPU`` holds the faster choice for the Fashion-MNIST default
+    (measured with bench/first_step.py, docs/benchmarks.md).
+
+    Args:
+      value: ``'auto'``, ``'true'`` or ``'false'``.
+      backend: the JAX platform (default ``jax.default_backend()``).
+
+    Returns:
+      bool.
+    """
+    if value not in AUGMENT_ON_DEVICE_VALUES:
+        raise ValueError(f"augment_on_device={value!r} is unknown; use 'auto', 'true' or 'false'.")
+    if value == "auto":
+        backend = backend or jax.default_backend()
+        return backend != "cpu" or _AUTO_ON_CPU
+    return value == "true"
 
 
 def eval_image_size(config) -> int:
@@ -44,6 +73,8 @@ class DataSpec:
       num_views: augmented views per training example.
       global_batch_size: training examples per step over all processes.
       seed: the data seed (example order and every augmentation).
+      augment_on_device: the training batches carry geometric uint8 views and
+        keys, finished in the train step (`jaxcl.data.device_augment`).
     """
 
     dataset: str
@@ -59,6 +90,7 @@ class DataSpec:
     num_views: int
     global_batch_size: int
     seed: int
+    augment_on_device: bool = False
 
     @classmethod
     def from_config(cls, config) -> DataSpec:
@@ -80,6 +112,7 @@ class DataSpec:
             num_views=config.num_views,
             global_batch_size=config.global_batch_size,
             seed=config.seed,
+            augment_on_device=resolve_augment_on_device(config.augment_on_device),
         )
 
     @property
@@ -97,6 +130,10 @@ class DataSpec:
             dataset_options=self.dataset_options,
         )
 
+    def view_configs(self) -> tuple:
+        """The `AugmentConfig` of each training view (what `finish_views` is given)."""
+        return pipeline.view_configs(self.augmentation, self.num_views, self.augment_options)
+
     def train_iterator(self, start_step: int = 0, **overrides) -> pipeline.DataIterator:
         """The augmented training batches of this process from ``start_step`` on.
 
@@ -104,7 +141,8 @@ class DataSpec:
           start_step: the global step of the first batch (for resuming).
           **overrides: arguments of ``make_train_iterator`` that differ from the
             run's (e.g. ``split``, ``global_batch_size``, ``num_views``, ``seed``,
-            ``process_index``/``process_count`` for one process's view).
+            ``process_index``/``process_count`` for one process's view, or
+            ``augment_on_device=False`` for finished views on the host).
 
         Returns:
           A ``DataIterator``; see ``jaxcl.data.make_train_iterator``.
@@ -119,6 +157,7 @@ class DataSpec:
             "data_dir": self.data_dir,
             "dataset_options": self.dataset_options,
             "augment_options": self.augment_options,
+            "augment_on_device": self.augment_on_device,
             **overrides,
         }
         return pipeline.make_train_iterator(self.dataset, start_step=start_step, **arguments)

@@ -74,7 +74,9 @@ def plot_augmentation_grid(spec: DataSpec, out: str, *, num_examples=8, num_view
       num_views: augmented views per row.
     """
     spec = dataclasses.replace(spec, global_batch_size=num_examples, num_views=num_views)
-    batch = next(spec.train_iterator(process_index=0, process_count=1))
+    # Finished on the host whatever the run's augment_on_device: the device's
+    # photometric half draws from the same distributions (tests/test_device_augment.py).
+    batch = next(spec.train_iterator(process_index=0, process_count=1, augment_on_device=False))
     info = spec.info
     source = datasets.get_source(
         spec.dataset, spec.train_split or info.pretrain_split, spec.data_dir, spec.dataset_options
