@@ -11,6 +11,9 @@ Benchmarks (each example yields two augmented views; "images" counts examples):
   256x256x3 source images (no disk, so this measures augmentation plus the
   generation of the source image, which is measured on its own as
   ``synthetic_source_256``: the unaugmented eval iterator at 256 px).
+- ``geometric_224``: the host's share with ``augment_on_device``: the same
+  preset's random resized crop, resize and flip, uint8 out, against
+  ``pil_geometric_224``, PIL's RandomResizedCrop and flip alone.
 - ``fashion_mnist``: the `fashion_mnist` preset at 28x28 on Fashion-MNIST
   (prepared from the Debian files into --data_dir on first use).
 - ``pil_simclr_imagenet_224``: the reference, ``bench/pil_reference.py``: the same
@@ -19,6 +22,10 @@ Benchmarks (each example yields two augmented views; "images" counts examples):
   synthetic data set once up front. Timed right before ``simclr_imagenet_224``
   (not interleaved: tf.data would fill its buffers while paused); the last
   line is the ratio of their per-core medians.
+- ``given_*``: jaxcl's augmentation mapped exactly as ``make_train_iterator``
+  maps it, on the reference's 64 sources read from memory: the augmentation
+  alone, against the reference on equal terms (the synthetic data set spends
+  most of ``geometric_224``'s time drawing its source images).
 
 Per core = images/s divided by the CPU cores this process may use
 (``os.sched_getaffinity``); tf.data uses all of them. On a shared machine the
@@ -57,14 +64,9 @@ def _time_iterators(contestants, batches, runs, warmup):
     return rates
 
 
-def _pil_iterator(batch_size):
-    """The PIL reference on 64 synthetic 256x256 sources, made once up front."""
-    import sys
-
+def _sources():
+    """64 synthetic 256x256 uint8 source images, made once up front."""
     from jaxcl.data import pipeline
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from pil_reference import two_view_batches
 
     sources = next(
         pipeline.make_eval_iterator(
@@ -72,8 +74,44 @@ def _pil_iterator(batch_size):
             process_index=0, process_count=1, dataset_options=SYNTHETIC_256,
         )
     )["image"]  # fmt: skip
-    sources = (sources * 255).round().astype("uint8")
-    return two_view_batches(sources, batch_size, size=224)
+    return (sources * 255).round().astype("uint8")
+
+
+def _pil_iterator(batch_size, geometric_only=False):
+    """The PIL reference on the 64 `_sources`."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from pil_reference import two_view_batches
+
+    return two_view_batches(_sources(), batch_size, size=224, geometric_only=geometric_only)
+
+
+def _given_sources_iterator(batch_size, geometric_only=False):
+    """jaxcl's per-example augmentation, as make_train_iterator maps it, on the 64 `_sources`.
+
+    The same tf.data map (parallel, deterministic, batched, prefetched) over
+    `jaxcl.data.augment.augment_views` (or `geometric_views`), reading the
+    sources from memory as the PIL reference does, so that only the
+    augmentation is compared.
+    """
+    from jaxcl.data import augment, pipeline
+    from jaxcl.data._tf import tf
+
+    images = tf.constant(_sources())
+    views = pipeline.view_configs("simclr_imagenet", 2)
+
+    def make(index):
+        image = tf.gather(images, index % 64)
+        if geometric_only:
+            return augment.geometric_views(image, views, 0, index, 0, (224, 224))[0]
+        image = tf.image.convert_image_dtype(image, tf.float32)
+        return augment.augment_views(image, views, 0, index, 0, (224, 224))
+
+    dataset = tf.data.Dataset.range(2**62).map(
+        make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
 
 def main(argv=None):
@@ -84,8 +122,8 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None)
     parser.add_argument(
         "--only",
-        choices=["simclr_imagenet_224", "fashion_mnist", "synthetic_source_256"],
-        help="one group (simclr_imagenet_224 includes its PIL reference)",
+        choices=["simclr_imagenet_224", "geometric_224", "fashion_mnist", "synthetic_source_256"],
+        help="one group (simclr_imagenet_224 and geometric_224 include their PIL references)",
     )
     args = parser.parse_args(argv)
 
@@ -99,6 +137,14 @@ def main(argv=None):
             lambda: pipeline.make_train_iterator(
                 "synthetic", preset="simclr_imagenet", global_batch_size=64, image_size=224,
                 process_index=0, process_count=1, dataset_options=synthetic,
+            ),
+        ),
+        "geometric_224": (
+            64,
+            lambda: pipeline.make_train_iterator(
+                "synthetic", preset="simclr_imagenet", global_batch_size=64, image_size=224,
+                process_index=0, process_count=1, dataset_options=synthetic,
+                augment_on_device=True,
             ),
         ),
         "synthetic_source_256": (
@@ -117,13 +163,24 @@ def main(argv=None):
         ),
     }  # fmt: skip
     groups = {
-        "simclr_imagenet_224": ["pil_simclr_imagenet_224", "simclr_imagenet_224"],
+        "simclr_imagenet_224": [
+            "pil_simclr_imagenet_224",
+            "simclr_imagenet_224",
+            "given_simclr_imagenet_224",
+        ],
+        "geometric_224": ["pil_geometric_224", "geometric_224", "given_geometric_224"],
         "synthetic_source_256": ["synthetic_source_256"],
         "fashion_mnist": ["fashion_mnist"],
     }
+    benchmarks["given_simclr_imagenet_224"] = (64, lambda: _given_sources_iterator(64))
+    benchmarks["given_geometric_224"] = (64, lambda: _given_sources_iterator(64, True))
     benchmarks["pil_simclr_imagenet_224"] = (64, lambda: _pil_iterator(64))
-    # The reference runs in this process only: one core.
-    cores_used = {name: cores for name in benchmarks} | {"pil_simclr_imagenet_224": 1}
+    benchmarks["pil_geometric_224"] = (64, lambda: _pil_iterator(64, geometric_only=True))
+    # The references run in this process only: one core.
+    cores_used = {name: cores for name in benchmarks} | {
+        "pil_simclr_imagenet_224": 1,
+        "pil_geometric_224": 1,
+    }
     print(f"cores available: {cores}; median of {args.runs} runs of {args.batches} batches")
     per_core = {}
     for group, names in groups.items():
@@ -139,13 +196,18 @@ def main(argv=None):
                 f"{name:24s} {median:9.1f} images/s  {per_core[name]:9.1f} images/s/core "
                 f"on {cores_used[name]} core(s)  (runs: {runs})"
             )
-    if "pil_simclr_imagenet_224" in per_core:
-        ratio = per_core["simclr_imagenet_224"] / per_core["pil_simclr_imagenet_224"]
-        print(
-            f"RESULT simclr_imagenet 2 views 224px: jaxcl {per_core['simclr_imagenet_224']:.1f} "
-            f"images/s/core, PIL reference {per_core['pil_simclr_imagenet_224']:.1f} "
-            f"images/s/core, ratio {ratio:.2f}x"
-        )
+    results = {
+        "simclr_imagenet 2 views 224px (tf.data mode, the whole chain)": "simclr_imagenet_224",
+        "geometric 2 views 224px (augment_on_device: crop, resize, flip, uint8)": "geometric_224",
+    }
+    for title, name in results.items():
+        if f"pil_{name}" in per_core:
+            pil = per_core[f"pil_{name}"]
+            print(
+                f"RESULT {title}: jaxcl {per_core[name]:.1f} images/s/core (ratio "
+                f"{per_core[name] / pil:.2f}x), on given sources {per_core[f'given_{name}']:.1f} "
+                f"(ratio {per_core[f'given_{name}'] / pil:.2f}x), PIL reference {pil:.1f}"
+            )
 
 
 if __name__ == "__main__":

@@ -65,11 +65,17 @@ def color_jitter(image, rng, strengths=JITTER):
     return image
 
 
-def simclr_view(image, size, rng):
-    """One SimCLR ImageNet view of a PIL RGB image, as float32 HWC in [0, 1]."""
+def geometric_view(image, size, rng):
+    """RandomResizedCrop and RandomHorizontalFlip: the host's share with augment_on_device."""
     view = random_resized_crop(image, size, rng)
     if rng.random() < 0.5:
         view = view.transpose(Image.FLIP_LEFT_RIGHT)
+    return view
+
+
+def simclr_view(image, size, rng):
+    """One SimCLR ImageNet view of a PIL RGB image, as float32 HWC in [0, 1]."""
+    view = geometric_view(image, size, rng)
     if rng.random() < 0.8:
         view = color_jitter(view, rng)
     if rng.random() < 0.2:
@@ -79,8 +85,8 @@ def simclr_view(image, size, rng):
     return np.asarray(view, np.float32) / 255.0
 
 
-def two_view_batches(sources, batch_size, size=224, seed=0):
-    """Yields (batch, 2, size, size, 3) float32 batches of two views of cycled sources.
+def two_view_batches(sources, batch_size, size=224, seed=0, geometric_only=False):
+    """Yields (batch, 2, size, size, 3) batches of two views of cycled sources.
 
     Args:
       sources: uint8 (n, H, W, 3) source images, decoded once up front (the
@@ -88,15 +94,20 @@ def two_view_batches(sources, batch_size, size=224, seed=0):
       batch_size: examples per batch.
       size: output side.
       seed: seed of the augmentation randomness.
+      geometric_only: crop, resize and flip only, as uint8 (what a host does
+        when the rest of the chain runs on the accelerator); else the whole
+        chain as float32 in [0, 1].
     """
     rng = random.Random(seed)
     images = [Image.fromarray(source) for source in sources]
+    view = geometric_view if geometric_only else simclr_view
+    dtype = np.uint8 if geometric_only else np.float32
     index = 0
     while True:
-        batch = np.empty((batch_size, 2, size, size, 3), np.float32)
+        batch = np.empty((batch_size, 2, size, size, 3), dtype)
         for example in range(batch_size):
             image = images[index % len(images)]
             index += 1
-            batch[example, 0] = simclr_view(image, size, rng)
-            batch[example, 1] = simclr_view(image, size, rng)
+            batch[example, 0] = view(image, size, rng)
+            batch[example, 1] = view(image, size, rng)
         yield batch

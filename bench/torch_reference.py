@@ -88,6 +88,62 @@ class ResNet18Small(nn.Module):
         return torch.mean(self.blocks(self.stem(images)), dim=(2, 3))
 
 
+class Bottleneck(nn.Module):
+    """1x1, 3x3 (with the stride, as torchvision's ResNet v1.5) and 1x1 (4x) conv-BN layers."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int):
+        super().__init__()
+        out = 4 * channels
+        self.layers = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 1, bias=False),
+            _batch_norm(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, stride, 1, bias=False),
+            _batch_norm(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, out, 1, bias=False),
+            _batch_norm(out),
+        )
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out, 1, stride, bias=False), _batch_norm(out)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.layers(x) + self.shortcut(x))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 with the ImageNet stem (7x7 stride-2 conv, BN, ReLU, 3x3 max-pool); (N, 2048)."""
+
+    def __init__(self, in_channels: int = 3, widths=(64, 128, 256, 512), depths=(3, 4, 6, 3)):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False),
+            _batch_norm(widths[0]),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2, 1),
+        )
+        blocks, channels = [], widths[0]
+        for index, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            for block in range(depth):
+                stride = 2 if index > 0 and block == 0 else 1
+                blocks.append(Bottleneck(channels, width, stride))
+                channels = 4 * width
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.mean(self.blocks(self.stem(images)), dim=(2, 3))
+
+
+ENCODERS = {"resnet18_small": ResNet18Small, "resnet50": ResNet50}
+
+
 class Projection(nn.Module):
     """SimCLR v2 head: (Linear, BN, ReLU) x 2, then Linear and BN without bias."""
 
@@ -115,9 +171,10 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     views = F.normalize(torch.cat([z1, z2]), dim=1)
     logits = views @ views.T / temperature
     count = views.shape[0]
-    logits = logits.masked_fill(torch.eye(count, dtype=torch.bool), float("-inf"))
+    eye = torch.eye(count, dtype=torch.bool, device=views.device)
+    logits = logits.masked_fill(eye, float("-inf"))
     half = count // 2
-    positives = torch.cat([torch.arange(half, count), torch.arange(0, half)])
+    positives = torch.cat([torch.arange(half, count), torch.arange(0, half)]).to(views.device)
     return F.cross_entropy(logits, positives)
 
 
@@ -165,15 +222,32 @@ class SimCLRStep:
       temperature: NT-Xent temperature.
       learning_rate: LARS rate (constant here: a schedule costs nothing measurable).
       channels_last: use PyTorch's NHWC memory format (faster convs on some CPUs).
+      seed: the initialisation seed.
+      encoder: a name in ``ENCODERS``.
+      device: the torch device ('cpu', 'cuda').
+      autocast_dtype: run the forward pass under ``torch.autocast`` in this
+        dtype (e.g. ``torch.bfloat16``); None for float32.
     """
 
-    def __init__(self, temperature=0.1, learning_rate=0.075, channels_last=False, seed=0):
+    def __init__(
+        self,
+        temperature=0.1,
+        learning_rate=0.075,
+        channels_last=False,
+        seed=0,
+        *,
+        encoder="resnet18_small",
+        device="cpu",
+        autocast_dtype=None,
+    ):
         torch.manual_seed(seed)
-        self.encoder = ResNet18Small()
-        self.projection = Projection(self.encoder.num_features)
+        self.device = torch.device(device)
+        self.encoder = ENCODERS[encoder]().to(self.device)
+        self.projection = Projection(self.encoder.num_features).to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.encoder = self.encoder.to(memory_format=self.memory_format)
         self.temperature = temperature
+        self.autocast_dtype = autocast_dtype
         params = list(self.encoder.parameters()) + list(self.projection.parameters())
         self.optimizer = LARS([p for p in params if p.requires_grad], lr=learning_rate)
 
@@ -182,9 +256,15 @@ class SimCLRStep:
         batch = views.shape[0]
         images = views.transpose(0, 1).reshape(2 * batch, *views.shape[2:])
         images = images.contiguous(memory_format=self.memory_format)
-        # Both views in one pass: BatchNorm statistics over all 2N images, as jaxcl.
-        projections = self.projection(self.encoder(images))
-        loss = nt_xent(projections[:batch], projections[batch:], self.temperature)
+        autocast = torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
+        with autocast:
+            # Both views in one pass: BatchNorm statistics over all 2N images, as jaxcl.
+            projections = self.projection(self.encoder(images))
+        loss = nt_xent(projections[:batch].float(), projections[batch:].float(), self.temperature)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -1,4 +1,4 @@
-"""The benchmark scripts run: a two-step smoke of bench/first_step.py.
+"""The benchmark scripts run: two-step smokes of bench/first_step.py and bench/gpu.py.
 
 The benchmarks are not timed here (timings on this machine are noise); this
 only keeps them in step with the library they measure.
@@ -36,3 +36,23 @@ def test_first_step_benchmark_runs_the_training_loop_without_host_syncs():
     assert result["steady_step_s_median"] > 0
     # The smoke config's global batch of 16 over the (rounded) median step.
     assert result["images_per_sec"] == pytest.approx(16 / result["steady_step_s_median"], rel=1e-2)
+
+
+def test_gpu_benchmark_runs_at_toy_sizes_on_cpu():
+    """bench/gpu.py --tiny: every part (train step and FLOPs, the PyTorch reference,
+    a JPEG folder through the loop in both augmentation modes) runs and reports."""
+    command = [sys.executable, os.path.join(ROOT, "bench", "gpu.py"), "--tiny"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["benchmark"] == "gpu"
+    (step,) = result["train_step"]
+    assert step["global_batch"] == 8 and step["jaxcl_examples_per_s"] > 0
+    assert step["flops_per_step"] > 1e6  # XLA counted the step's convolutions
+    assert step["mfu"] == pytest.approx(step["flops_per_step"] / step["jaxcl_step_s"] / 989e12)
+    assert step["torch_examples_per_s"] > 0, step["torch"]
+    modes = {row["augment_on_device"]: row for row in result["end_to_end"]}
+    assert set(modes) == {"false", "true"}
+    assert all(
+        row["examples_per_s"] > 0 and 0 <= row["input_wait_fraction"] < 1 for row in modes.values()
+    )

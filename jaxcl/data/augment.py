@@ -263,15 +263,17 @@ def view_seed(seed, index, epoch, view):
     return key
 
 
-def _check_image(image, name="image"):
+def _check_image(image, name="image", allow_uint8=False):
     """The image as a float32 tensor, or a one-line error about its shape or dtype.
 
     Only static facts are checked, once when a function is traced, so the checks
     cost nothing per example. Integer images are refused rather than cast: a
     uint8 image cast to float32 is in [0, 255] and would be clipped to white.
+    With ``allow_uint8`` a uint8 image passes, unchanged.
     """
     image = tf.convert_to_tensor(image)
-    if not image.dtype.is_floating:
+    uint8 = allow_uint8 and image.dtype == tf.uint8
+    if not image.dtype.is_floating and not uint8:
         raise ValueError(
             f"{name} must be a floating image in [0, 1], got dtype {image.dtype.name}; "
             "convert it with tf.image.convert_image_dtype(image, tf.float32)."
@@ -288,7 +290,7 @@ def _check_image(image, name="image"):
         )
     if 0 in image.shape[:2]:
         raise ValueError(f"{name} is empty (shape {image.shape}); pass a non-empty image.")
-    return tf.cast(image, tf.float32)
+    return image if uint8 else tf.cast(image, tf.float32)
 
 
 def _check_size(size):
@@ -337,6 +339,11 @@ def random_resized_crop(image, seed, size, config=AugmentConfig()):
     Returns:
       float32 (size[0], size[1], C) in [0, 1].
     """
+    return resize(_random_crop(image, seed, config), size, config.resize_method)
+
+
+def _random_crop(image, seed, config):
+    """The random region of `random_resized_crop`, not resized (any dtype)."""
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
         tf.shape(image),
         bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
@@ -349,7 +356,7 @@ def random_resized_crop(image, seed, size, config=AugmentConfig()):
     )
     crop = tf.slice(image, begin, crop_size)
     crop.set_shape([None, None, image.shape[-1]])  # Keep the static channel count.
-    return resize(crop, size, config.resize_method)
+    return crop
 
 
 def random_flip(image, seed, prob=0.5):
@@ -498,6 +505,41 @@ def geometric_view(image, seed, size, config):
     return tf.ensure_shape(image, (*size, image.shape[-1]))
 
 
+# tf.image.resize converts a uint8 image to float32 before resizing; these kernels
+# read the bytes directly (0.46 instead of 0.85 ms per 224 px bicubic view, one
+# core) and give the same floats as tf.image.resize of the float image (its
+# half-pixel centres, no antialiasing).
+_UINT8_RESIZE_KERNELS = {
+    "bicubic": tf.raw_ops.ResizeBicubic,
+    "bilinear": tf.raw_ops.ResizeBilinear,
+}
+
+
+def _resize_uint8(image, size, method):
+    """``tf.image.resize`` of a uint8 image (float32 out, in 0..255, not clipped)."""
+    kernel = _UINT8_RESIZE_KERNELS.get(method)
+    if kernel is None:
+        return tf.image.resize(image, size, method=method)
+    resized = kernel(images=image[None], size=size, align_corners=False, half_pixel_centers=True)
+    return resized[0]
+
+
+def _geometric_view_uint8(image, seed, size, config):
+    """`geometric_view` of a uint8 image, uint8 out: the same crop and flip.
+
+    Only the crop is converted to float (inside the resize), not the whole
+    source, and the flip moves bytes; the values equal `geometric_view`'s
+    rounded to 0..255 (up to float rounding at half-integers).
+    """
+    seeds = tf.random.experimental.stateless_split(seed, num=_NUM_SLOTS)
+    if config.crop:
+        image = _random_crop(image, seeds[_CROP], config)
+    resized = _resize_uint8(image, size, config.resize_method)
+    image = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+    image = random_flip(image, seeds[_FLIP], config.flip_prob)
+    return tf.ensure_shape(image, (*size, image.shape[-1]))
+
+
 def device_view_key(seed):
     """The JAX key data of a view's photometric half, from its stateless seed.
 
@@ -612,7 +654,8 @@ def geometric_views(image, views, seed, index, epoch, size):
     `jaxcl.data.device_augment.finish_views`, which draws them from the keys.
 
     Args:
-      image: float32 (H, W, C) in [0, 1].
+      image: uint8 (H, W, C) (decoded, as the sources give it: the fast path)
+        or float32 in [0, 1].
       views: a sequence of `AugmentConfig`, one per view.
       seed: the run's data seed.
       index: the example's index in its split.
@@ -624,7 +667,9 @@ def geometric_views(image, views, seed, index, epoch, size):
       views rounded to 0..255, and uint32 (num_views, 2), each view's
       `device_view_key`.
     """
-    image = _check_image(image)
+    image = _check_image(image, allow_uint8=True)
+    if image.dtype != tf.uint8:
+        image = tf.cast(tf.round(image * 255.0), tf.uint8)
     size = _check_size(size)
     _check_views(views)
     seeds = [view_seed(seed, index, epoch, v) for v in range(len(views))]
@@ -634,12 +679,11 @@ def geometric_views(image, views, seed, index, epoch, size):
             for config, view_seed_ in zip(views, seeds, strict=True)
         ]
     )
-    uint8 = tf.cast(tf.round(geometric * 255.0), tf.uint8)
-    return uint8, tf.stack([device_view_key(view_seed_) for view_seed_ in seeds])
+    return geometric, tf.stack([device_view_key(view_seed_) for view_seed_ in seeds])
 
 
-def _signature(channels):
-    return [tf.TensorSpec([None, None, channels], tf.float32), tf.TensorSpec([2], tf.int64)]
+def _signature(channels, dtype=tf.float32):
+    return [tf.TensorSpec([None, None, channels], dtype), tf.TensorSpec([2], tf.int64)]
 
 
 @functools.lru_cache(maxsize=128)
@@ -658,10 +702,10 @@ def _traced_view(config, size, channels):
 
 @functools.lru_cache(maxsize=128)
 def _traced_geometric_view(config, size, channels):
-    """`geometric_view` traced once per (config, size, channels)."""
+    """`_geometric_view_uint8` traced once per (config, size, channels)."""
     return tf.function(
-        lambda image, seed: geometric_view(image, seed, size, config),
-        input_signature=_signature(channels),
+        lambda image, seed: _geometric_view_uint8(image, seed, size, config),
+        input_signature=_signature(channels, tf.uint8),
         autograph=False,
     )
 

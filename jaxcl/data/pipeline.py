@@ -269,10 +269,11 @@ def make_train_iterator(
     seed = int(seed)
 
     def augment_example(image, label, index, epoch):
-        image = tf.image.convert_image_dtype(image, tf.float32)
         if augment_on_device:
+            # Crops of the uint8 image: only the crop is converted, in the resize.
             geometric, keys = augment.geometric_views(image, views, seed, index, epoch, size)
             return {"views": geometric, "view_keys": keys, "label": label, "index": index}
+        image = tf.image.convert_image_dtype(image, tf.float32)
         image = augment.augment_views(image, views, seed, index, epoch, size)
         return {"views": image, "label": label, "index": index}
 
