@@ -63,7 +63,21 @@ class BasicBlock(nn.Module):
         return F.relu(y + self.shortcut(x))
 
 
-class ResNet18Small(nn.Module):
+class _PooledResNet(nn.Module):
+    """A stem, residual blocks and global average pooling; He-initialised convolutions."""
+
+    def _set_blocks(self, blocks, channels: int):
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.mean(self.blocks(self.stem(images)), dim=(2, 3))
+
+
+class ResNet18Small(_PooledResNet):
     """ResNet-18 with the 3x3 stride-1 CIFAR stem; returns pooled (N, 512) features."""
 
     def __init__(self, in_channels: int = 3, widths=(64, 128, 256, 512)):
@@ -78,14 +92,7 @@ class ResNet18Small(nn.Module):
             stride = 1 if index == 0 else 2
             blocks += [BasicBlock(channels, width, stride), BasicBlock(width, width, 1)]
             channels = width
-        self.blocks = nn.Sequential(*blocks)
-        self.num_features = channels
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.mean(self.blocks(self.stem(images)), dim=(2, 3))
+        self._set_blocks(blocks, channels)
 
 
 class Bottleneck(nn.Module):
@@ -114,7 +121,7 @@ class Bottleneck(nn.Module):
         return F.relu(self.layers(x) + self.shortcut(x))
 
 
-class ResNet50(nn.Module):
+class ResNet50(_PooledResNet):
     """ResNet-50 with the ImageNet stem (7x7 stride-2 conv, BN, ReLU, 3x3 max-pool); (N, 2048)."""
 
     def __init__(self, in_channels: int = 3, widths=(64, 128, 256, 512), depths=(3, 4, 6, 3)):
@@ -131,14 +138,7 @@ class ResNet50(nn.Module):
                 stride = 2 if index > 0 and block == 0 else 1
                 blocks.append(Bottleneck(channels, width, stride))
                 channels = 4 * width
-        self.blocks = nn.Sequential(*blocks)
-        self.num_features = channels
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.mean(self.blocks(self.stem(images)), dim=(2, 3))
+        self._set_blocks(blocks, channels)
 
 
 ENCODERS = {"resnet18_small": ResNet18Small, "resnet50": ResNet50}
