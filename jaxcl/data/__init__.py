@@ -16,6 +16,8 @@ use of any of these names, not when ``jaxcl.data`` is imported):
 - `get_preset(name, ...)`, `AugmentConfig`: SimCLR / MoCo v2 / BYOL augmentations;
   `finish_views(views, view_keys, configs)`: their photometric half in JAX, for
   the batches of ``make_train_iterator(..., augment_on_device=True)``.
+- `class_balanced_subset(labels, fraction=...)`, `subset_from_file(path, file_names)`:
+  the labelled subsets of semi-supervised fine-tuning (SimCLR's 1% and 10%).
 - `DATASET_NAMES` (besides which any TFDS name works), `PRESET_NAMES`.
 
 Example:
@@ -55,6 +57,8 @@ _EXPORTS = {
     "AUGMENT_ON_DEVICE_VALUES": "spec",
     "view_configs": "pipeline",
     "finish_views": "device_augment",
+    "class_balanced_subset": "label_subsets",
+    "subset_from_file": "label_subsets",
     "FashionMnistDebian": "fashion_mnist_debian",
     "FASHION_MNIST_CLASS_NAMES": "fashion_mnist_debian:CLASS_NAMES",
     "FASHION_MNIST_INSTALL_HINT": "fashion_mnist_debian:INSTALL_HINT",

@@ -195,6 +195,7 @@ def make_train_iterator(
     augment_options=None,
     num_parallel_calls=None,
     augment_on_device=False,
+    example_indices=None,
 ):
     """An infinite iterator of augmented multi-view training batches for this process.
 
@@ -224,6 +225,10 @@ def make_train_iterator(
       augment_on_device: draw only the geometric half of each view here (crop,
         resize, flip) and leave colour jitter, grayscale, blur and solarization to
         `jaxcl.data.device_augment.finish_views` in the train step.
+      example_indices: read only these examples of the split (e.g. a labelled
+        subset, `jaxcl.data.class_balanced_subset`): each epoch visits them in
+        an order seeded by (seed, epoch), with ``len // global_batch_size``
+        steps; random-access sources only.
 
     Returns:
       A `DataIterator` over dicts: ``views`` float32 (local_batch, num_views, H, W, C)
@@ -254,7 +259,9 @@ def make_train_iterator(
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     source = datasets.get_source(dataset, split, data_dir, dataset_options)
-    spe = _steps(dataset, split, source.num_examples, global_batch_size)
+    subset = _check_example_indices(example_indices, source, dataset, split)
+    num_examples = source.num_examples if subset is None else len(subset)
+    spe = _steps(dataset, split, num_examples, global_batch_size)
     try:
         expected = datasets.split_num_examples(info, split)
     except ValueError:  # A sliced split: nothing to compare with.
@@ -293,7 +300,9 @@ def make_train_iterator(
     start_epoch, skip = divmod(int(start_step), spe)
 
     def epoch_batches(epoch):
-        order = epoch_permutation(seed, epoch, source.num_examples)[: spe * global_batch_size]
+        order = epoch_permutation(seed, epoch, num_examples)[: spe * global_batch_size]
+        if subset is not None:
+            order = tf.gather(subset, order)
         local = tf.reshape(order, [spe, process_count, local_batch])[:, process_index]
         epochs = tf.fill([spe, local_batch], epoch)
         return tf.data.Dataset.from_tensor_slices((local, epochs))
@@ -307,6 +316,32 @@ def make_train_iterator(
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     ds = ds.with_options(_options())
     return DataIterator(ds.as_numpy_iterator(), ds, spe, local_batch, int(start_step))
+
+
+def _check_example_indices(example_indices, source, dataset, split):
+    """``example_indices`` as an int64 tensor, or a one-line error; None stays None."""
+    if example_indices is None:
+        return None
+    if not source.random_access:
+        raise ValueError(
+            f"example_indices needs a random-access source, and {dataset} {split} is "
+            "streamed from its files; for ImageNet's 1% and 10% use TFDS's "
+            "imagenet2012_subset, else a data set held in memory."
+        )
+    indices = np.asarray(example_indices)
+    if indices.ndim != 1 or len(indices) == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(
+            f"example_indices must be a non-empty 1-D integer array, got {indices.dtype} "
+            f"{indices.shape}; pass e.g. class_balanced_subset(labels, fraction=0.01)."
+        )
+    if indices.min() < 0 or indices.max() >= source.num_examples:
+        raise ValueError(
+            f"example_indices run from {indices.min()} to {indices.max()}, outside the "
+            f"{source.num_examples} examples of {dataset} {split}; pass indices of this split."
+        )
+    if len(np.unique(indices)) != len(indices):
+        raise ValueError("example_indices repeats an example; pass each index once.")
+    return tf.constant(indices, tf.int64)
 
 
 def _epoch_shuffle_seed(seed, epoch):
