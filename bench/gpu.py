@@ -225,31 +225,61 @@ def main(argv=None):
         "dtype": args.dtype,
         "train_step": [],
         "end_to_end": [],
+        "errors": [],
     }
     print(f"{result['device']} x{result['devices']}, {cores} host cores, jax {jax.__version__}")
     print("\n| global batch | jaxcl ex/s | torch ex/s | jaxcl / torch | TFLOP/step | MFU |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    for batch in args.batches:
-        seconds, flops = jaxcl_step(args, batch)
+    try:
+        for batch in args.batches:
+            _train_step_row(args, batch, result)
+        _end_to_end_rows(args, result)
+    except Exception as error:  # kept in the result: a lent device's minutes are few
+        result["errors"].append(f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        print(_write(result, args.out))
+
+
+def _write(result, out):
+    """The result line, also written to ``out`` (after each part, so a run cut short keeps it)."""
+    line = json.dumps(result)
+    if out:
+        with open(out, "w") as file:
+            file.write(line + "\n")
+    return line
+
+
+def _train_step_row(args, batch, result):
+    """Part (a) and (c) at one global batch: a table row and a result entry."""
+    seconds, flops = jaxcl_step(args, batch)
+    try:
         torch_seconds, torch_note = torch_step(args, batch)
-        row = {
-            "global_batch": batch,
-            "jaxcl_examples_per_s": batch / seconds,
-            "jaxcl_step_s": seconds,
-            "flops_per_step": flops,
-            "mfu": flops / seconds / (args.peak_tflops * 1e12),
-            "torch_examples_per_s": batch / torch_seconds if torch_seconds else None,
-            "torch": torch_note,
-        }
-        result["train_step"].append(row)
-        torch_rate = f"{row['torch_examples_per_s']:.0f}" if torch_seconds else torch_note
-        # At toy sizes torch runs its ResNet-18, not jaxcl's toy network: no ratio.
-        ratio = f"{torch_seconds / seconds:.2f}" if torch_seconds and not args.tiny else ""
-        print(
-            f"| {batch} | {row['jaxcl_examples_per_s']:.0f} | {torch_rate} | {ratio} | "
-            f"{flops / 1e12:.2f} | {100 * row['mfu']:.1f}% |",
-            flush=True,
-        )
+    except Exception as error:  # e.g. out of memory: the jaxcl figure still counts
+        torch_seconds, torch_note = None, f"torch failed: {type(error).__name__}: {error}"
+    row = {
+        "global_batch": batch,
+        "jaxcl_examples_per_s": batch / seconds,
+        "jaxcl_step_s": seconds,
+        "flops_per_step": flops,
+        "mfu": flops / seconds / (args.peak_tflops * 1e12),
+        "torch_examples_per_s": batch / torch_seconds if torch_seconds else None,
+        "torch": torch_note,
+    }
+    result["train_step"].append(row)
+    _write(result, args.out)
+    torch_rate = f"{row['torch_examples_per_s']:.0f}" if torch_seconds else torch_note
+    # At toy sizes torch runs its ResNet-18, not jaxcl's toy network: no ratio.
+    ratio = f"{torch_seconds / seconds:.2f}" if torch_seconds and not args.tiny else ""
+    print(
+        f"| {batch} | {row['jaxcl_examples_per_s']:.0f} | {torch_rate} | {ratio} | "
+        f"{flops / 1e12:.2f} | {100 * row['mfu']:.1f}% |",
+        flush=True,
+    )
+
+
+def _end_to_end_rows(args, result):
+    """Part (b): the loop on a JPEG folder in both augmentation modes."""
     with tempfile.TemporaryDirectory(prefix="jaxcl-gpu-bench-") as root:
         side = args.image_size + args.image_size // 7
         write_jpegs(root, args.jpegs, side)
@@ -265,12 +295,8 @@ def main(argv=None):
                     "input_wait_fraction": wait,
                 }
             )
+            _write(result, args.out)
             print(f"| {on_device} | {rate:.0f} | {100 * wait:.0f}% |", flush=True)
-    line = json.dumps(result)
-    if args.out:
-        with open(args.out, "w") as file:
-            file.write(line + "\n")
-    print(line)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_gpu_benchmark_runs_at_toy_sizes_on_cpu():
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["benchmark"] == "gpu"
+    assert result["benchmark"] == "gpu" and result["errors"] == []
     (step,) = result["train_step"]
     assert step["global_batch"] == 8 and step["jaxcl_examples_per_s"] > 0
     assert step["flops_per_step"] > 1e6  # XLA counted the step's convolutions
