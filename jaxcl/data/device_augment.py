@@ -109,25 +109,21 @@ def hsv_to_rgb(image):
     low = value - chroma
     sector = hue * 6.0
     second = chroma * (1.0 - jnp.abs(jnp.fmod(sector, 2.0) - 1.0))
-    category = jnp.floor(sector).astype(jnp.int32)
+    category = jnp.floor(sector)
     zero = jnp.zeros_like(chroma)
-    # (red, green, blue) above `low` for sectors 0..5 of the colour wheel.
-    table = jnp.stack(
-        [
-            jnp.stack([chroma, second, zero], -1),
-            jnp.stack([second, chroma, zero], -1),
-            jnp.stack([zero, chroma, second], -1),
-            jnp.stack([zero, second, chroma], -1),
-            jnp.stack([second, zero, chroma], -1),
-            jnp.stack([chroma, zero, second], -1),
-        ],
-        axis=-2,
-    )
-    index = jnp.clip(category, 0, 5)[..., None, None]
-    rgb = jnp.take_along_axis(table, jnp.broadcast_to(index, (*index.shape[:-2], 1, 3)), axis=-2)
-    # TensorFlow gives black outside the six sectors (hue exactly 1 or above).
-    inside = ((category >= 0) & (category <= 5))[..., None]
-    return jnp.where(inside, rgb[..., 0, :], 0.0) + low[..., None]
+
+    def channel(full, partial):
+        # The channel is `chroma` in the sectors `full`, `second` in `partial`, else 0:
+        # elementwise selects rather than a table gather, so XLA fuses the whole
+        # conversion into one pass over the image.
+        is_full = (category == full[0]) | (category == full[1])
+        is_partial = (category == partial[0]) | (category == partial[1])
+        return jnp.where(is_full, chroma, jnp.where(is_partial, second, zero))
+
+    # (red, green, blue) above `low` in sectors 0..5 of the colour wheel; outside
+    # them (hue exactly 1 or above) every channel is 0, as TensorFlow gives black.
+    rgb = jnp.stack([channel((0, 5), (1, 4)), channel((1, 2), (0, 3)), channel((3, 4), (2, 5))], -1)
+    return rgb + low[..., None]
 
 
 def adjust_saturation(image, factor):
@@ -243,8 +239,15 @@ def _color_jitter(image, keys, config: AugmentConfig):
     # As tf.data: the order is the argsort of one uniform per slot, all four drawn.
     order = jnp.argsort(jax.random.uniform(keys[_ORDER], (4,))[jnp.asarray(slots)])
     for position in range(len(slots)):
-        candidates = [ops[slot][0](image, parameters[slot]) for slot in slots]
-        image = jnp.stack(candidates)[order[position]]
+        # A chain of selects, not a stack and an index: XLA fuses it with the
+        # candidates instead of writing all of them out.
+        chosen = ops[slots[-1]][0](image, parameters[slots[-1]])
+        for index in range(len(slots) - 2, -1, -1):
+            slot = slots[index]
+            chosen = jnp.where(
+                order[position] == index, ops[slot][0](image, parameters[slot]), chosen
+            )
+        image = chosen
     return image
 
 
