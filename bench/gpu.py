@@ -44,6 +44,7 @@ import importlib.util
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -126,7 +127,34 @@ def jaxcl_step(args, batch):
             holder["state"], metrics = trainer.train_step(holder["state"], placed)
         jax.block_until_ready(metrics["loss"])
 
-    return _timed(run, args.steps, args.warmup), float(cost.get("flops", float("nan")))
+    # jax 0.11's GPU backend costs no lowered program (None): count on the CPU.
+    flops = float(cost["flops"]) if cost and "flops" in cost else flops_on_cpu(args, batch)
+    return _timed(run, args.steps, args.warmup), flops
+
+
+def lowered_flops(args, batch):
+    """XLA's FLOP count of the lowered train step at ``batch``, traced on abstract inputs."""
+    trainer = Trainer(recipe(args, batch))
+    sharding = NamedSharding(trainer.mesh, P("data"))
+    shape = (batch, 2, args.image_size, args.image_size, 3)
+    with jax.set_mesh(trainer.mesh):
+        inputs = {
+            "views": jax.ShapeDtypeStruct(shape, np.float32, sharding=sharding),
+            "label": jax.ShapeDtypeStruct((batch,), np.int32, sharding=sharding),
+        }
+        cost = trainer.train_step.lower(trainer.initial_state(), inputs).cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost["flops"])
+
+
+def flops_on_cpu(args, batch):
+    """`lowered_flops` in a CPU-only subprocess (the program, and so its FLOPs, are the same)."""
+    command = [sys.executable, os.path.abspath(__file__), "--count_flops", str(batch)]
+    command += ["--image_size", str(args.image_size), "--dtype", args.dtype]
+    command += ["--tiny"] if args.tiny else []
+    environment = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def torch_step(args, batch):
@@ -218,7 +246,11 @@ def main(argv=None):
     parser.add_argument("--peak_tflops", type=float, default=H200_BF16_DENSE_TFLOPS)
     parser.add_argument("--tiny", action="store_true", help="toy sizes, for a CPU")
     parser.add_argument("--out", default="", help="also write the result JSON here")
+    parser.add_argument("--count_flops", type=int, default=0, help="only print this batch's FLOPs")
     args = parser.parse_args(argv)
+    if args.count_flops:
+        print(lowered_flops(args, args.count_flops))
+        return
     if args.tiny:
         args.batches, args.image_size, args.dtype = [8], 32, "float32"
         args.steps, args.warmup, args.e2e_batch, args.e2e_steps, args.jpegs = 2, 1, 8, 2, 32

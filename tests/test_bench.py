@@ -50,6 +50,15 @@ def test_gpu_benchmark_runs_at_toy_sizes_on_cpu():
     (step,) = result["train_step"]
     assert step["global_batch"] == 8 and step["jaxcl_examples_per_s"] > 0
     assert step["flops_per_step"] > 1e6  # XLA counted the step's convolutions
+    # The CPU subprocess that counts for a GPU (whose backend costs no lowered
+    # program) gives the same count as the run's own.
+    spec = importlib.util.spec_from_file_location(
+        "gpu_bench", os.path.join(ROOT, "bench", "gpu.py")
+    )
+    gpu_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_bench)
+    toy = gpu_bench.argparse.Namespace(image_size=32, dtype="float32", tiny=True)
+    assert gpu_bench.flops_on_cpu(toy, 8) == step["flops_per_step"]
     assert step["mfu"] == pytest.approx(step["flops_per_step"] / step["jaxcl_step_s"] / 989e12)
     if importlib.util.find_spec("torch") is None:  # the 'bench' extra is not installed
         assert (step["torch_examples_per_s"], step["torch"]) == (None, "torch is not installed")

@@ -239,8 +239,12 @@ def _color_jitter(image, keys, config: AugmentConfig):
     # As tf.data: the order is the argsort of one uniform per slot, all four drawn.
     order = jnp.argsort(jax.random.uniform(keys[_ORDER], (4,))[jnp.asarray(slots)])
     for position in range(len(slots)):
-        # A chain of selects, not a stack and an index: XLA fuses it with the
-        # candidates instead of writing all of them out.
+        # Each position's input is materialised (the barrier): fused across
+        # positions, XLA's GPU compiler recomputed every earlier candidate inside
+        # each later one, 4**4 colour conversions per pixel (an H200 took 130 ms
+        # for 512 views at 224 px, against 5 ms in a fixed order). Within one
+        # position the candidates and their chain of selects fuse into one pass.
+        image = jax.lax.optimization_barrier(image)
         chosen = ops[slots[-1]][0](image, parameters[slots[-1]])
         for index in range(len(slots) - 2, -1, -1):
             slot = slots[index]
