@@ -437,9 +437,11 @@ def train(
                     if writer is not None:
                         writer.write(step, summary)
                     if bar is not None:
+                        # Pretraining shows its online probe, fine-tuning its training top-1.
+                        top1 = {k: summary[k] for k in ("probe_top1", "train_top1") if k in summary}
                         bar.set_postfix(
-                            loss=f"{summary['loss']:.4f}", probe=f"{summary['probe_top1']:.3f}",
-                            img_s=f"{summary['images_per_sec']:.0f}",
+                            loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.0f}",
+                            **{k.removesuffix("_top1"): f"{v:.3f}" for k, v in top1.items()},
                         )  # fmt: skip
                     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
                 if save_now or stopping:

@@ -45,6 +45,7 @@ _EXPORTS = {
     "PRESET_NAMES": "augment",
     "is_prepared": "datasets",
     "is_tfds_name": "datasets",
+    "get_source": "datasets",
     "prepare_dataset": "datasets",
     "check_dataset_name": "datasets",
     "NotPreparedError": "datasets",

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from jaxcl.data._tf import tf
 
 __all__ = ["IMAGE_EXTENSIONS", "FolderSource", "scan"]
@@ -108,6 +110,7 @@ class FolderSource:
     def __init__(self, split: str, paths, labels, info, channels: int):
         self.name, self.split, self.info = "image_folder", split, info
         self.num_examples = len(paths)
+        self.labels_np = np.asarray(labels, np.int32)
         self.image_shape = info.image_shape
         self._channels = channels
         with tf.device("/cpu:0"):
