@@ -90,8 +90,10 @@ def default_finetune_config() -> ml_collections.ConfigDict:
 
     Keys:
       base_config: the training config of a run from scratch: a recipe name of
-        ``jaxcl/configs`` with an optional variant (``simclr_fashion_mnist:smoke``);
-        ignored with ``--pretrained``, whose run's own config is the base.
+        ``jaxcl/configs`` with an optional variant (``simclr_fashion_mnist:smoke``),
+        or a run's workdir (its network and data, from a random initialisation:
+        the baseline of that run's fine-tuning); ignored with ``--pretrained``,
+        whose run's own config is the base.
       label_fraction: keep this fraction of each class of the labelled split.
       labels_per_class: or exactly this many per class (> 0 overrides the fraction).
       subset_seed: the seed of the labelled subset (the same subset for every
@@ -144,6 +146,8 @@ def _base_config(recipe, pretrained: str) -> ml_collections.ConfigDict:
             "base_config", "", "names no network to train from scratch (--pretrained='')",
             "set it, e.g. --config.base_config=simclr_fashion_mnist",
         )  # fmt: skip
+    if (workdir_io.resolve(recipe.base_config) / "config.json").exists():
+        return load_config(recipe.base_config)  # a run's network, trained afresh
     name, _, arg = recipe.base_config.partition(":")
     return configs.get_config(name, arg)
 
