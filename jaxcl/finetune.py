@@ -48,7 +48,6 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     xla_defaults.enable_compilation_cache(FLAGS.compilation_cache_dir)
     distributed.initialize()
     if not distributed.is_main_process():
@@ -68,6 +67,9 @@ def _main(argv):
 def run():
     """Console-script entry point ``jaxcl-finetune``."""
     xla_defaults.apply_cpu_defaults()  # before JAX starts its CPU backend
+    # Before the flags load a config file, which may import TensorFlow (its C++
+    # INFO lines, e.g. oneDNN's on AVX-512 CPUs, would precede one-line errors).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _define_flags()
     app.run(
         cli.report_user_errors("jaxcl.finetune", _main),

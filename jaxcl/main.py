@@ -46,7 +46,6 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     xla_defaults.enable_compilation_cache(FLAGS.compilation_cache_dir)
 
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
@@ -79,6 +78,9 @@ def run():
     """Console-script entry point ``jaxcl-train``."""
     # Before JAX starts its CPU backend, which reads XLA_FLAGS once.
     xla_defaults.apply_cpu_defaults()
+    # Before the flags load a config file, which may import TensorFlow (its C++
+    # INFO lines, e.g. oneDNN's on AVX-512 CPUs, would precede one-line errors).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _define_flags()
     app.run(cli.report_user_errors("jaxcl.main", _main), flags_parser=cli.parse_flags("jaxcl.main"))
 

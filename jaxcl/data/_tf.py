@@ -6,11 +6,31 @@ otherwise TensorFlow would reserve most of the GPU memory for itself. Importing
 this module changes no device setting.
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Drops what C++ writes to file descriptor 2 inside the block (not Python's errors).
+
+    TensorFlow's import prints "oneDNN custom operations are on" through absl's
+    pre-initialisation logger on AVX-512 CPUs, whatever TF_CPP_MIN_LOG_LEVEL says.
+    """
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _native_stderr_silenced():
+    import tensorflow as tf
 
 _HIDDEN = False
 
