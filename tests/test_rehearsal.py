@@ -29,6 +29,8 @@ def report(tmp_path_factory):
         str(tmp_path_factory.mktemp("rehearsal")),
         num_steps=NUM_STEPS,
         stop_after_step=3,
+        num_validation=48,
+        linear_epochs=50,
         timeout_s=480,  # per phase; alone each takes under 2 min
     )
 
@@ -48,10 +50,11 @@ def test_resumed_run_evaluates_on_imagenet_validation(report):
     assert results["step"] == NUM_STEPS
     assert results["train_examples"] == archives["train"]  # the whole train split
     assert results["test_examples"] == archives["validation"]  # ImageNet's validation split
-    # 12 images of 12 colour-coded classes: chance is 1/12. The recipe's colour
-    # jitter teaches the encoder to ignore colour, so this checks that features
-    # and validation labels stay aligned through the sharded streaming, not quality.
-    assert results["linear_top1"] >= 3 / 12
+    # 48 validation images of 44 colour-coded classes: chance is 1/44. This checks
+    # that features and validation labels stay aligned through the sharded
+    # streaming, not quality: measured 0.42 (20 of 48) on a 2-core AMD EPYC. At the
+    # former 12 images and 10 probe epochs it measured 1/6 to 1/4 and failed CI.
+    assert results["linear_top1"] >= 0.15, results
     # The recipe's protocol: a head over the frozen encoder on augmented crops,
     # trained by both processes, its final state checkpointed beside the run.
     assert results["linear_protocol"] == "augmented"

@@ -64,7 +64,7 @@ def get_config(arg=""):
     config.model_options = {{"stem": "imagenet", "width_multiplier": 0.0625}}
     config.log_every_steps = 1
     config.checkpoint_every_steps = 4
-    config.eval.linear_epochs = 10
+    config.eval.linear_epochs = {linear_epochs}
     config.eval.linear_batch_size = 32
     config.eval.feature_batch_size = 16
     config.progress_bar = False
@@ -72,7 +72,9 @@ def get_config(arg=""):
 '''
 
 
-def write_rehearsal_config(root: str, *, num_steps: int, batch: int) -> str:
+def write_rehearsal_config(
+    root: str, *, num_steps: int, batch: int, linear_epochs: int = 50
+) -> str:
     """Writes ``root/rehearsal_config.py`` and returns its path."""
     path = os.path.join(root, "rehearsal_config.py")
     text = _CONFIG_TEMPLATE.format(
@@ -81,6 +83,7 @@ def write_rehearsal_config(root: str, *, num_steps: int, batch: int) -> str:
         manual_dir=os.path.join(root, "manual"),
         num_steps=num_steps,
         batch=batch,
+        linear_epochs=linear_epochs,
     )
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
@@ -167,6 +170,8 @@ def rehearse(
     devices_per_process: int = 2,
     num_steps: int = 40,
     stop_after_step: int = 3,
+    num_validation: int = 48,
+    linear_epochs: int = 50,
     timeout_s: float = 900,
 ) -> dict:
     """Runs the rehearsal in ``root`` (see the module docstring) and reports it.
@@ -178,6 +183,8 @@ def rehearse(
       num_steps: training steps.
       stop_after_step: SIGTERM goes to the last process once step
         ``stop_after_step`` is logged.
+      num_validation: fake ImageNet validation images; the classes are theirs.
+      linear_epochs: epochs of the linear probe at the end.
       timeout_s: per phase.
 
     Returns:
@@ -187,9 +194,12 @@ def rehearse(
     """
     os.makedirs(root, exist_ok=True)
     manual_dir = os.path.join(root, "manual")
-    archives = fake_imagenet.write_manual_archives(manual_dir)
+    archives = fake_imagenet.write_manual_archives(manual_dir, num_validation=num_validation)
     config_path = write_rehearsal_config(
-        root, num_steps=num_steps, batch=2 * processes * devices_per_process
+        root,
+        num_steps=num_steps,
+        batch=2 * processes * devices_per_process,
+        linear_epochs=linear_epochs,
     )
     workdir, logs = os.path.join(root, "workdir"), os.path.join(root, "logs")
     os.makedirs(logs, exist_ok=True)
