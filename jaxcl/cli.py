@@ -36,6 +36,7 @@ __all__ = [
     "ConfigFileError",
     "check_config_file",
     "define_traceback_flag",
+    "missing_package_line",
     "parse_flags",
     "report_user_errors",
     "user_error_line",
@@ -134,6 +135,8 @@ def user_error_line(error: BaseException, workdir: str | None = None) -> str | N
     """
     if isinstance(error, USER_ERRORS):
         return _first_line(error)
+    if isinstance(error, ModuleNotFoundError):
+        return missing_package_line(error)
     full = _no_space_left(error)
     if full is not None:
         where = full.filename or workdir or "the workdir"
@@ -142,6 +145,35 @@ def user_error_line(error: BaseException, workdir: str | None = None) -> str | N
             "--workdir) and rerun: the run resumes from its last checkpoint, which is kept"
         )
     return None
+
+
+# Modules of the optional extras in pyproject.toml, by the extra that installs them.
+_EXTRAS = {"torch": "bench", "PIL": "bench", "nbclient": "notebooks", "nbformat": "notebooks"}
+# Import names that differ from their package's name on PyPI.
+_PACKAGES = {
+    "tensorflow_datasets": "tensorflow-datasets",
+    "ml_collections": "ml-collections",
+    "orbax": "orbax-checkpoint",
+    "PIL": "pillow",
+    "absl": "absl-py",
+}
+
+
+def missing_package_line(error: ModuleNotFoundError) -> str | None:
+    """The one line for a package that is not installed: what to install, and how.
+
+    Returns None when the missing module is jaxcl's own (a broken install, a bug).
+    """
+    module = (error.name or "").split(".")[0]
+    if not module or module == "jaxcl":
+        return None
+    package = _PACKAGES.get(module, module)
+    extra = _EXTRAS.get(module)
+    install = f"pip install -e '.[{extra}]'" if extra else "pip install -e ."
+    return (
+        f"the Python package {package!r} is not installed; run `{install}` in the jaxcl "
+        f"checkout (or `pip install {package}`)"
+    )
 
 
 def define_traceback_flag() -> None:

@@ -9,13 +9,14 @@ them, by auto-detection (TPU pods, SLURM).
 
 from __future__ import annotations
 
-import json
 import os
+import time
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcl import cli, distributed, xla_defaults
+from jaxcl import cli, console, distributed, xla_defaults
 from jaxcl.run import train_and_evaluate
 
 
@@ -46,32 +47,17 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
+    started = time.perf_counter()
+    # Before JAX starts: its backend probing logs go to the file with the rest.
+    routing = console.route_logs(verbose=console.verbose_requested(FLAGS["verbosity"].present))
     xla_defaults.enable_compilation_cache(FLAGS.compilation_cache_dir)
-
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    if not distributed.is_main_process():
-        # Process 0 speaks for the run; the others (and orbax in them) only warn.
-        logging.set_verbosity(logging.WARNING)
+    routing.write_to(FLAGS.workdir, jax.process_index())
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir, fork=FLAGS.fork)
     if distributed.is_main_process():
         logging.info("final results: %s", results)
-        shown = {k: v for k, v in results.items() if k in _SHOWN}
-        print(json.dumps(shown, indent=2, sort_keys=True))
-        if "linear_top1" in results:
-            print(f"linear evaluation top-1: {100 * results['linear_top1']:.2f}%")
-
-
-_SHOWN = (
-    "loss",
-    "probe_top1",
-    "images_per_sec",
-    "step_time",
-    "linear_top1",
-    "knn_top1",
-    "alignment",
-    "uniformity",
-    "step",
-)
+        wall_seconds = time.perf_counter() - started
+        print(console.format_summary(results, wall_seconds=wall_seconds, workdir=FLAGS.workdir))
 
 
 def run():

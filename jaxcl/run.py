@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
-from jaxcl import baseline_probes, plots, workdir_identity, workdir_io
+from jaxcl import baseline_probes, console, plots, workdir_identity, workdir_io
 from jaxcl.evaluation import KnnMonitor, evaluate_state
 from jaxcl.metric_writer import last_logged
 from jaxcl.restore import restore_run
@@ -70,6 +70,16 @@ def train_and_evaluate(
     # Refused before the trainer validates (and maybe prepares) any data.
     workdir_identity.check_rerun(config, workdir, fork=fork)
     trainer = Trainer(config)
+    if jax.process_index() == 0:
+        for line in console.header_lines(
+            config,
+            total_steps=trainer.total_steps,
+            devices=jax.device_count(),
+            processes=jax.process_count(),
+            workdir=workdir,
+            log_path=console.log_path(),
+        ):
+            console.say(line)
     on_log = KnnMonitor(trainer) if config.knn_every_steps > 0 else None
     result = train(trainer, workdir, on_log=on_log, fork=fork)
     results = dict(result.summary)

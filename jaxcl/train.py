@@ -17,7 +17,6 @@ runs once on the replicated gradient, outside the shard_map.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import signal
@@ -32,11 +31,11 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
-from jaxcl import data, distributed, optim, workdir_identity, workdir_io
+from jaxcl import console, data, distributed, optim, workdir_identity, workdir_io
 from jaxcl.checkpoint import Checkpointer, abstract_like
 from jaxcl.config import validate_config
+from jaxcl.console import StepProgress
 from jaxcl.contrastive_network import build_network, online_probe_metrics, resolve_compute_dtype
 from jaxcl.distributed import DATA_AXIS
 from jaxcl.methods import Embeddings, get_method
@@ -399,11 +398,7 @@ def train(
         with (
             jax.set_mesh(trainer.mesh),
             StopRequested() as stop,
-            (
-                tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
-                if main and config.progress_bar
-                else contextlib.nullcontext(None)
-            ) as bar,
+            StepProgress(total_steps, start_step, enabled=main and config.progress_bar) as bar,
         ):
             while step < total_steps:
                 wait_start = time.perf_counter()
@@ -413,8 +408,7 @@ def train(
                 step += 1
                 nonfinite.update(metrics["finite"], step)
                 window_steps += 1
-                if bar is not None:
-                    bar.update(1)
+                bar.dispatched(metrics["loss"])
                 last = step == total_steps
                 log_now = step % config.log_every_steps == 0 or last
                 save_now = step % config.checkpoint_every_steps == 0 or last
@@ -436,16 +430,18 @@ def train(
                         summary.update(on_log(step, state, last))
                     if writer is not None:
                         writer.write(step, summary)
-                    if bar is not None:
-                        # Pretraining shows its online probe, fine-tuning its training top-1.
-                        top1 = {k: summary[k] for k in ("probe_top1", "train_top1") if k in summary}
-                        bar.set_postfix(
-                            loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.0f}",
-                            **{k.removesuffix("_top1"): f"{v:.3f}" for k, v in top1.items()},
-                        )  # fmt: skip
+                    # Pretraining shows its online probe, fine-tuning its training top-1.
+                    top1 = {k: summary[k] for k in ("probe_top1", "train_top1") if k in summary}
+                    bar.flush()
+                    bar.show(
+                        loss=f"{summary['loss']:.4f}", img_s=f"{summary['images_per_sec']:.0f}",
+                        **{k.removesuffix("_top1"): f"{v:.3f}" for k, v in top1.items()},
+                    )  # fmt: skip
                     window_start, window_steps, input_wait = time.perf_counter(), 0, 0.0
                 if save_now or stopping:
                     checkpointer.save(step, state)
+                    if main:
+                        console.say("checkpoint: step %d -> %s", step, checkpointer.directory)
                 if stopping:
                     break
     finally:

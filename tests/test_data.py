@@ -1,13 +1,17 @@
 """Tests of the input pipeline: Fashion-MNIST builder, datasets, determinism, resume, shards."""
 
+import contextlib
 import gzip
+import io
+import logging
+import re
 import time
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxcl import data
+from jaxcl import console, data
 from jaxcl.data import augment, datasets, fashion_mnist_debian, pipeline
 from jaxcl.data._tf import tf
 
@@ -46,9 +50,46 @@ def fashion_dir(tmp_path_factory):
         pytest.skip(f"Fashion-MNIST IDX files missing: {fashion_mnist_debian.INSTALL_HINT}")
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     start = time.perf_counter()
-    datasets.get_source("fashion_mnist", "train", data_dir)
+    said, console_logger = _Recorder(), logging.getLogger(console.CONSOLE_LOGGER)
+    level = console_logger.level
+    console_logger.addHandler(said)
+    console_logger.setLevel(logging.INFO)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            datasets.get_source("fashion_mnist", "train", data_dir)
+    finally:
+        console_logger.removeHandler(said)
+        console_logger.setLevel(level)
+    PREPARATION["said"], PREPARATION["stdout"] = said.messages, stdout.getvalue()
     print(f"prepared and loaded Fashion-MNIST train in {time.perf_counter() - start:.1f} s")
     return data_dir
+
+
+# What preparing Fashion-MNIST once (the fixture above) told the person.
+PREPARATION = {}
+
+
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_preparing_fashion_mnist_says_so_in_one_line(fashion_dir):
+    # One line names the dataset, where it went and how long it took; TFDS's
+    # own stdout lines ("Downloading and preparing dataset Unknown size ...") are
+    # kept for the log file.
+    (line,) = PREPARATION["said"]
+    assert re.fullmatch(
+        rf"prepared fashion_mnist_debian in {re.escape(fashion_dir)}\S+ in \d+ s \(first use; "
+        r"later runs read it from there\)",
+        line,
+    ), line
+    assert PREPARATION["stdout"] == ""
 
 
 def test_idx_files_read_and_validated(tmp_path):

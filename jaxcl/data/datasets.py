@@ -39,13 +39,17 @@ Data directory: ``data_dir`` arguments default to TFDS's (``$TFDS_DATA_DIR`` or
 import contextlib
 import dataclasses
 import fcntl
+import io
+import logging
 import math
 import os
 import threading
+import time
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxcl import console
 from jaxcl.data import fashion_mnist_debian, image_folder
 from jaxcl.data._tf import hide_accelerators_from_tensorflow, tf
 from jaxcl.data.errors import corrupt_prepared_dataset
@@ -507,7 +511,18 @@ def _prepared(make_builder, download_config=None):
     with _preparation_lock(builder):
         builder = make_builder()  # Another process may have prepared it meanwhile.
         if not builder.is_prepared():
-            builder.download_and_prepare(download_config=download_config)
+            started = time.perf_counter()
+            # TFDS prints its own lines to stdout, meant for a dataset downloaded
+            # by hand; on a run's terminal one line says what happened.
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                builder.download_and_prepare(download_config=download_config)
+            if printed.getvalue().strip():
+                logging.info("TFDS: %s", printed.getvalue().strip())
+            console.say(
+                "prepared %s in %s in %.0f s (first use; later runs read it from there)",
+                builder.name, builder.data_dir, time.perf_counter() - started,
+            )  # fmt: skip
     return make_builder()
 
 
