@@ -31,6 +31,7 @@ __all__ = [
     "format_summary",
     "header_lines",
     "log_path",
+    "open_log_file",
     "route_logs",
     "say",
     "verbose_requested",
@@ -117,7 +118,11 @@ class LogRouting:
         root.setLevel(min(root.level or logging.INFO, logging.INFO))
 
     def write_to(self, workdir: str, process_index: int) -> str:
-        """Sends every log record, those held so far included, to the run's log file.
+        """Names the run's log file; records keep waiting until ``open_file``.
+
+        The file is opened only once the run has been accepted (``open_log_file``
+        from ``jaxcl.train.train``, after the workdir checks), so that a refused
+        command leaves a finished run's workdir as it was.
 
         Args:
           workdir: the run's ``--workdir``; a ``gs://``-style one keeps its log
@@ -134,8 +139,16 @@ class LogRouting:
             folder = os.path.join(tempfile.gettempdir(), "jaxcl_logs", flat)
         else:
             folder = workdir
-        os.makedirs(folder, exist_ok=True)
         self.log_path = os.path.join(folder, name)
+        if process_index != 0:  # process 0 speaks for the run
+            logging.getLogger(CONSOLE_LOGGER).removeHandler(self._console)
+        return self.log_path
+
+    def open_file(self) -> None:
+        """Opens the log file (appending) and writes the records held so far to it."""
+        if self._file is not None or self.log_path is None:
+            return
+        os.makedirs(os.path.dirname(self.log_path), exist_ok=True)
         self._file = logging.FileHandler(self.log_path, mode="a", encoding="utf-8")
         self._file.setFormatter(logging.Formatter(_FILE_FORMAT))
         root = logging.getLogger()
@@ -143,9 +156,6 @@ class LogRouting:
         self._buffer.flush()
         root.removeHandler(self._buffer)
         root.addHandler(self._file)
-        if process_index != 0:  # process 0 speaks for the run
-            logging.getLogger(CONSOLE_LOGGER).removeHandler(self._console)
-        return self.log_path
 
     def close(self) -> None:
         """Removes the handlers (tests; a process's routing otherwise lasts until exit)."""
@@ -180,6 +190,15 @@ def route_logs(*, verbose: bool, stream=None) -> LogRouting:
 
 
 _routing: LogRouting | None = None
+
+
+def open_log_file() -> None:
+    """Starts writing the routed logs to the run's log file (no-op where nothing is routed).
+
+    Called once the run is accepted: its workdir is its own and writable.
+    """
+    if _routing is not None:
+        _routing.open_file()
 
 
 def log_path() -> str | None:

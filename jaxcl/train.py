@@ -322,7 +322,8 @@ def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> Train
     step, state = checkpointer.restore(trainer.abstract_state(), set_aside_unreadable=True)
     if state is None:
         return trainer.initial_state()
-    logging.info("resuming from checkpoint at step %d", step)
+    if jax.process_index() == 0:
+        console.say("resuming from checkpoint at step %d", step)
     return state
 
 
@@ -377,6 +378,7 @@ def train(
     workdir_io.check_writable(workdir)
     if main:
         workdir_identity.store_config(config, workdir, forked=fork and bool(differences))
+    console.open_log_file()  # accepted: from here on the workdir may get its log
     checkpointer = Checkpointer(
         workdir, max_to_keep=config.max_checkpoints_to_keep, cleanup_tmp=True
     )
