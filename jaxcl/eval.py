@@ -20,7 +20,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcl import cli, xla_defaults
+from jaxcl import cli, console, xla_defaults
 from jaxcl.run import evaluate_baselines, evaluate_workdir
 from jaxcl.transfer import evaluate_transfer
 
@@ -57,6 +57,11 @@ def _main(argv):
                 eval_test_split=FLAGS.eval_test_split,
             )
         else:
+            # Library logs go to the run's log.txt (opened once the run is restored).
+            routing = console.route_logs(
+                verbose=console.verbose_requested(FLAGS["verbosity"].present)
+            )
+            routing.write_to(FLAGS.workdir, 0)
             results = evaluate_workdir(FLAGS.workdir)
     logging.info("results: %s", results)
     print(json.dumps(results, indent=2, sort_keys=True))

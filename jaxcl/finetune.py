@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxcl import cli, distributed, xla_defaults
+from jaxcl import cli, console, distributed, xla_defaults
 from jaxcl.configs import finetune as finetune_recipes
 from jaxcl.finetuning import finetune_and_evaluate
 
@@ -48,8 +49,12 @@ def _main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     FLAGS = flags.FLAGS
+    # As jaxcl.main: library logs to WORKDIR/log.txt (opened once the run is
+    # accepted), jaxcl's lines and the progress bar on the screen.
+    routing = console.route_logs(verbose=console.verbose_requested(FLAGS["verbosity"].present))
     xla_defaults.enable_compilation_cache(FLAGS.compilation_cache_dir)
     distributed.initialize()
+    routing.write_to(FLAGS.workdir, jax.process_index())
     if not distributed.is_main_process():
         logging.set_verbosity(logging.WARNING)
     results = finetune_and_evaluate(

@@ -102,6 +102,7 @@ def evaluate_workdir(workdir: str) -> dict:
       The evaluation results (see ``jaxcl.evaluation.evaluate_state``).
     """
     run = restore_run(workdir)
+    console.open_log_file()  # a run of its own: its log.txt may take this evaluation's lines
     return _finish(run.trainer, run.state, workdir, _skipped_steps(workdir, {}))
 
 

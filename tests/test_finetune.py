@@ -8,6 +8,8 @@ one line.
 
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +157,10 @@ def _logged_steps(workdir):
     return steps
 
 
+# absl's format (I1206 03:50:16.931467 ... file.py:849]) and Python's default (INFO:name:).
+LIBRARY_INFO_LINE = re.compile(r"^(I\d{4} \d\d:\d\d:\d\d\.\d+ |INFO:)", re.MULTILINE)
+
+
 def _tail(path):
     with open(path, encoding="utf-8") as file:
         return file.read()[-3000:]
@@ -216,6 +222,11 @@ def test_killed_cli_run_resumes_to_the_uninterrupted_parameters(pretrained, tmp_
     assert results["finetune_top1"] == expected["finetune_top1"]
     assert results["label_fraction"] == pytest.approx(60 / 256)
     assert results["pretrained"] == source and results["steps"] == 40
+    # The screen (the CLI's output) has no library INFO line; the log file has them.
+    screen = pathlib.Path(f"{workdir}.log").read_text(encoding="utf-8")
+    assert "fine-tuned (" in screen and not LIBRARY_INFO_LINE.search(screen), screen[-3000:]
+    with open(os.path.join(workdir, "log.txt"), encoding="utf-8") as file:
+        assert "checkpoint" in file.read().lower()
 
 
 def test_the_test_split_score_is_the_accuracy_of_the_logits(pretrained):
