@@ -148,7 +148,7 @@ def user_error_line(error: BaseException, workdir: str | None = None) -> str | N
 
 
 # Modules of the optional extras in pyproject.toml, by the extra that installs them.
-_EXTRAS = {"torch": "bench", "PIL": "bench", "nbclient": "notebooks", "nbformat": "notebooks"}
+_EXTRAS = {"torch": "weights", "PIL": "bench", "nbclient": "notebooks", "nbformat": "notebooks"}
 # Import names that differ from their package's name on PyPI.
 _PACKAGES = {
     "tensorflow_datasets": "tensorflow-datasets",

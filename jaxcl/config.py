@@ -23,6 +23,8 @@ from jaxcl import data, models, optim, workdir_io
 from jaxcl.methods import METHOD_NAMES, get_method
 
 LINEAR_PROTOCOLS = ("features", "augmented")
+#: The projection heads whose number of Linear layers config.projection_layers sets.
+PROJECTORS_WITH_LAYERS = ("mocov3_projector", "simclr_v2_projection")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -42,6 +44,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.projector = "simclr_v2_projection"
     config.projection_dim = 128
     config.projection_hidden_dim = 0  # 0: the head's default (the encoder width)
+    # Linear layers of the projector; 0: the head's default. MoCo v3 puts 3 after
+    # a ViT (2 after a ResNet); SimCLR v2's head has 3.
+    config.projection_layers = 0
     # "auto": float32 on CPU, bfloat16 on GPU/TPU. Params, optimizer state,
     # BatchNorm statistics and loss logits stay float32 whatever this says.
     config.compute_dtype = "auto"
@@ -242,6 +247,12 @@ def validate_config(
     if config.optimizer not in optim.OPTIMIZERS:
         fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
     _check_ranges(config)
+    if config.projection_layers and config.projector not in PROJECTORS_WITH_LAYERS:
+        fail(
+            "projection_layers",
+            f"does not apply to the {config.projector} head",
+            f"use 0, or a projector among {', '.join(PROJECTORS_WITH_LAYERS)}",
+        )
     if config.global_batch_size % num_devices:
         fail(
             "global_batch_size",
@@ -313,6 +324,7 @@ _RANGES = {
     "probe_weight": ("[0, inf)", 0.1),
     "projection_dim": ("[1, inf)", 128),
     "projection_hidden_dim": ("[0, inf)", "0 (the encoder width)"),
+    "projection_layers": ("[0, inf)", "0 (the head's default) or 3"),
     "image_size": ("[1, inf)", 224),
     "num_views": ("[2, inf)", "2 (contrastive methods need two views of each image)"),
     "log_every_steps": ("[1, inf)", 50),

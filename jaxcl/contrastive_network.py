@@ -98,7 +98,8 @@ def build_network(
 
     Args:
       config: the ConfigDict (keys ``model``, ``model_options``, ``projector``,
-        ``projection_dim``, ``projection_hidden_dim``, ``compute_dtype`` and the
+        ``projection_dim``, ``projection_hidden_dim``, ``projection_layers``,
+        ``compute_dtype`` and the
         method's section, which its predictor reads).
       method: the method trained; its ``build_predictor`` adds a predictor.
       num_classes: classes of the online probe.
@@ -124,6 +125,8 @@ def build_network(
     hidden = {}
     if config.projection_hidden_dim:
         hidden["hidden_features"] = config.projection_hidden_dim
+    if config.projection_layers:
+        hidden["num_layers"] = config.projection_layers
     projector = models.create(
         config.projector,
         in_features=encoder.num_features,

@@ -429,7 +429,9 @@ class FineTuner:
 
         def logits(variables, images):
             network = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
-            network = nnx.view(network, use_running_average=True, raise_if_not_found=False)
+            network = nnx.view(
+                network, use_running_average=True, deterministic=True, raise_if_not_found=False
+            )
             return network(images.astype(dtype))
 
         return logits

@@ -306,7 +306,9 @@ class Trainer:
         def features(variables, images):
             network = nnx.merge(graphdef, variables["params"], variables["batch_stats"])
             # Running statistics: evaluation never touches the batch axis.
-            network = nnx.view(network, use_running_average=True, raise_if_not_found=False)
+            network = nnx.view(
+                network, use_running_average=True, deterministic=True, raise_if_not_found=False
+            )
             return network.encoder(images.astype(dtype)).astype(jnp.float32)
 
         return features

@@ -12,6 +12,7 @@ without jaxcl, its config or its dataset::
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import jax
@@ -19,9 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from jaxcl import models, weights
+from jaxcl.models import functional
 from jaxcl.restore import restore_run
 
-__all__ = ["EncoderInputError", "export_encoder", "load_encoder", "load_exported_encoder"]
+__all__ = [
+    "EncoderInputError",
+    "export_encoder",
+    "export_torch",
+    "load_encoder",
+    "load_exported_encoder",
+    "trained_encoder_module",
+]
 
 
 class EncoderInputError(ValueError):
@@ -127,3 +137,51 @@ def load_exported_encoder(path: str) -> Callable[[jax.Array], jax.Array]:
     """The encoder of an ``export_encoder`` file: ``encode(images) -> features``."""
     exported = jax.export.deserialize(bytearray(epath.Path(path).read_bytes()))
     return exported.call
+
+
+def trained_encoder_module(workdir: str, *, step: int | None = None):
+    """The encoder of a training run as an NNX module holding its trained arrays.
+
+    Args:
+      workdir: the ``--workdir`` of a ``jaxcl.main`` run.
+      step: a checkpoint step; None for the newest.
+
+    Returns:
+      ``(encoder, run)``: the encoder module (a ResNet or VisionTransformer) and
+      the ``RestoredRun`` it came from.
+    """
+    run = restore_run(workdir, step=step, check_data_files=False)
+    variables = jax.device_get(run.trainer.encoder_variables(run.state))
+    network = functional.merge(run.trainer.graphdef, variables["params"], variables["batch_stats"])
+    return network.encoder, run
+
+
+def export_torch(workdir: str, out: str | None = None, *, step: int | None = None) -> dict:
+    """Writes the encoder of a jaxcl run as a PyTorch state dict.
+
+    ResNets get torchvision's keys (they load into ``torchvision.models.resnet50()``
+    with ``load_state_dict(..., strict=False)``: there is no ``fc``), ViTs timm's,
+    with MoCo v3's fixed sin-cos ``pos_embed`` at the run's evaluation image size.
+    ``jaxcl.weights.import_torch`` reads the file back into the same encoder.
+
+    Args:
+      workdir: the ``--workdir`` of a ``jaxcl.main`` run.
+      out: a file (local or any ``etils.epath`` filesystem) to write with
+        ``torch.save``; None writes nothing.
+      step: a checkpoint step; None for the newest.
+
+    Returns:
+      The state dict, ``{key: torch.Tensor}``.
+    """
+    torch = weights.torch_module()
+    encoder, run = trained_encoder_module(workdir, step=step)
+    state_dict = weights.torch_state_dict_of(encoder)
+    if isinstance(encoder, models.VisionTransformer) and encoder.position_embedding == "sincos":
+        size = run.trainer.data.eval_image_size
+        state_dict["pos_embed"] = weights.sincos_pos_embed_of(encoder, size)
+    tensors = {key: torch.from_numpy(np.array(v)) for key, v in state_dict.items()}
+    if out is not None:
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        epath.Path(out).write_bytes(buffer.getvalue())
+    return tensors

@@ -62,7 +62,7 @@ def test_header_names_what_trains_where():
 def test_a_missing_package_is_named_with_its_install_command():
     line = cli.user_error_line(ModuleNotFoundError("No module named 'torch'", name="torch"))
     assert line == (
-        "the Python package 'torch' is not installed; run `pip install -e '.[bench]'` in the "
+        "the Python package 'torch' is not installed; run `pip install -e '.[weights]'` in the "
         "jaxcl checkout (or `pip install torch`)"
     )
     line = cli.missing_package_line(ModuleNotFoundError(name="tensorflow_datasets.core"))

@@ -604,7 +604,8 @@ def test_registry():
     ]:
         assert name in names
     encoders = {"resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
-    assert set(models.ENCODER_NAMES) == encoders | {"resnet_tiny"}
+    vits = {"vit_tiny", "vit_small", "vit_base"}
+    assert set(models.ENCODER_NAMES) == encoders | vits | {"resnet_tiny"}
     assert list(models.ENCODER_NAMES) == sorted(models.ENCODER_NAMES)
     assert set(models.ENCODER_NAMES) <= set(names)
     for head in ["linear_classifier", "simclr_v2_projection", "mocov3_predictor"]:

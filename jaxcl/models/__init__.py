@@ -1,4 +1,4 @@
-"""Encoders (the ResNet family) and heads of the contrastive methods, in Flax NNX.
+"""Encoders (ResNets and Vision Transformers) and heads of the contrastive methods, in NNX.
 
 Build models by name with `create`, or from the classes directly; run them in a
 jitted step through the pure functions of `jaxcl.models.functional`.
@@ -34,6 +34,7 @@ from jaxcl.models.resnet import (
     resnet152,
     resnet_tiny,
 )
+from jaxcl.models.vit import FrozenParam, VisionTransformer, vit_base, vit_small, vit_tiny
 
 __all__ = [
     "BATCH_NORM_EPSILON",
@@ -41,6 +42,7 @@ __all__ = [
     "ENCODER_NAMES",
     "BasicBlock",
     "Bottleneck",
+    "FrozenParam",
     "LinearClassifier",
     "MoCoV3Predictor",
     "MoCoV3Projector",
@@ -48,6 +50,7 @@ __all__ = [
     "ResNetStage",
     "SimCLRv1Projection",
     "SimCLRv2Projection",
+    "VisionTransformer",
     "available",
     "create",
     "functional",
@@ -58,4 +61,7 @@ __all__ = [
     "resnet101",
     "resnet152",
     "resnet_tiny",
+    "vit_base",
+    "vit_small",
+    "vit_tiny",
 ]

@@ -44,11 +44,13 @@ PyTree = Any
 def split(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
     """Splits a model into its static structure, parameters and BatchNorm statistics.
 
-    The jaxcl models hold only `nnx.Param` and `nnx.BatchStat` variables: their
-    layers take `rngs` at construction only and keep no RNG state, and they have no
-    dropout. Any other variable (for instance the `RngState` of a user module with
-    dropout) cannot travel in a params/batch_stats pair without being silently
-    dropped, so it is rejected with an error that names it.
+    The jaxcl models hold only `nnx.Param` and `nnx.BatchStat` variables (a ViT's
+    frozen patch projection is a `FrozenParam`, a BatchStat subclass, so it travels
+    with the untrained state): their layers take `rngs` at construction only and keep
+    no RNG state; a ViT's drop-path takes its key as an argument of `apply`. Any
+    other variable (for instance the `RngState` of a user module with dropout)
+    cannot travel in a params/batch_stats pair without being silently dropped, so
+    it is rejected with an error that names it.
 
     The train/eval flag of BatchNorm is part of `graphdef`, but `apply` overrides it,
     so the same graphdef serves both modes.
@@ -58,7 +60,8 @@ def split(module: nnx.Module) -> tuple[nnx.GraphDef, dict, dict]:
 
     Returns:
       `(graphdef, params, batch_stats)`: the static graph definition and two nested
-      dicts of arrays (`batch_stats` is `{}` for heads without BatchNorm).
+      dicts of arrays (`batch_stats` is `{}` for heads without BatchNorm and for ViTs
+      with a trained patch projection).
 
     Raises:
       ValueError: if the module holds variables other than Param and BatchStat.
@@ -95,6 +98,7 @@ def apply(
     inputs: jax.Array,
     *,
     train: bool,
+    rng: jax.Array | None = None,
 ) -> tuple[jax.Array, PyTree]:
     """Runs a split model as a pure function.
 
@@ -108,7 +112,10 @@ def apply(
       batch_stats: nested dict of BatchNorm running statistics.
       inputs: the model input (NHWC images for encoders, features for heads).
       train: True to normalize with the batch statistics and update the running
-        averages (momentum 0.9); False to normalize with the running averages.
+        averages (momentum 0.9) and to apply a ViT's drop-path; False to normalize
+        with the running averages, without drop-path.
+      rng: a PRNG key for the model's randomness in training (a ViT's drop-path);
+        passed to the model as `rng=` only when given.
 
     Returns:
       `(outputs, new_batch_stats)`. In train mode `new_batch_stats` holds the updated
@@ -117,9 +124,11 @@ def apply(
     """
     model = nnx.merge(graphdef, params, batch_stats)
     # The mode lives in static attributes; a view sets them without touching graphdef.
-    # raise_if_not_found=False: heads without BatchNorm have no such attribute.
-    model = nnx.view(model, use_running_average=not train, raise_if_not_found=False)
-    outputs = model(inputs)
+    # raise_if_not_found=False: heads without BatchNorm, and ResNets, lack one of them.
+    model = nnx.view(
+        model, use_running_average=not train, deterministic=not train, raise_if_not_found=False
+    )
+    outputs = model(inputs) if rng is None else model(inputs, rng=rng)
     if not train:
         return outputs, batch_stats
     new_batch_stats = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))

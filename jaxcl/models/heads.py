@@ -135,15 +135,17 @@ class SimCLRv2Projection(nnx.Module):
 
 
 class MoCoV3Projector(nnx.Module):
-    """MoCo v3 projector (ResNet): Linear-BN-ReLU-Linear-BN, no biases.
+    """MoCo v3 projector: (Linear-BN-ReLU) x (num_layers - 1), Linear-BN, no biases.
 
     Following the official MoCo v3 code (Chen, Xie, He 2021, arXiv:2104.02057;
-    `_build_mlp(2, 2048, 4096, 256, last_bn=True)`): Linear layers have no bias, the
-    hidden BatchNorm is affine and the last BatchNorm has neither scale nor bias
-    (`affine=False`; the authors dropped SimCLR's gamma "for simplicity"). Defaults:
-    hidden 4096, output 256.
+    `_build_mlp(2, 2048, 4096, 256)` after a ResNet, `_build_mlp(3, width, 4096, 256)`
+    after a ViT): Linear layers have no bias, the hidden BatchNorms are affine and
+    the last BatchNorm has neither scale nor bias (`affine=False`; the authors dropped
+    SimCLR's gamma "for simplicity"). Defaults: 2 layers, hidden 4096, output 256.
+    Layers are named `dense1`, `bn1`, `dense2`, `bn2`, ...
 
     Attributes:
+      num_layers: number of Linear layers.
       out_features: size of the projection.
     """
 
@@ -153,6 +155,7 @@ class MoCoV3Projector(nnx.Module):
         *,
         hidden_features: int = 4096,
         out_features: int = 256,
+        num_layers: int = 2,
         bn_axis_name: str | None = None,
         dtype: Dtype = jnp.float32,
         rngs: nnx.Rngs,
@@ -163,27 +166,47 @@ class MoCoV3Projector(nnx.Module):
           in_features: size of the encoder features.
           hidden_features: hidden width (4096 in MoCo v3).
           out_features: output size (256 in MoCo v3).
+          num_layers: Linear layers: 2 after a ResNet, 3 after a ViT (MoCo v3).
           bn_axis_name: mesh axis for global BatchNorm under `jax.shard_map`.
           dtype: compute dtype.
           rngs: random number generators.
+
+        Raises:
+          ValueError: if num_layers < 1.
         """
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        self.num_layers = num_layers
         self.out_features = out_features
-        self.dense1 = dense(in_features, hidden_features, use_bias=False, dtype=dtype, rngs=rngs)
-        self.bn1 = batch_norm(hidden_features, axis_name=bn_axis_name, dtype=dtype, rngs=rngs)
-        self.dense2 = dense(hidden_features, out_features, use_bias=False, dtype=dtype, rngs=rngs)
-        self.bn2 = batch_norm(
-            out_features,
-            axis_name=bn_axis_name,
-            dtype=dtype,
-            use_scale=False,
-            use_bias=False,
-            rngs=rngs,
-        )
+        width = in_features
+        for index in range(1, num_layers + 1):
+            last = index == num_layers
+            out = out_features if last else hidden_features
+            setattr(
+                self, f"dense{index}", dense(width, out, use_bias=False, dtype=dtype, rngs=rngs)
+            )
+            setattr(
+                self,
+                f"bn{index}",
+                batch_norm(
+                    out,
+                    axis_name=bn_axis_name,
+                    dtype=dtype,
+                    use_scale=not last,
+                    use_bias=not last,
+                    rngs=rngs,
+                ),
+            )
+            width = out
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Projects features of shape (N, in_features) to float32 (N, out_features)."""
-        x = nnx.relu(self.bn1(self.dense1(features)))
-        return self.bn2(self.dense2(x)).astype(jnp.float32)
+        x = features
+        for index in range(1, self.num_layers + 1):
+            x = getattr(self, f"bn{index}")(getattr(self, f"dense{index}")(x))
+            if index < self.num_layers:
+                x = nnx.relu(x)
+        return x.astype(jnp.float32)
 
 
 class MoCoV3Predictor(nnx.Module):

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from flax import nnx
 
-from jaxcl.models import heads, resnet
+from jaxcl.models import heads, resnet, vit
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
     "resnet10": resnet.resnet10,
@@ -25,6 +25,9 @@ _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
     "resnet101": resnet.resnet101,
     "resnet152": resnet.resnet152,
     "resnet_tiny": resnet.resnet_tiny,
+    "vit_tiny": vit.vit_tiny,
+    "vit_small": vit.vit_small,
+    "vit_base": vit.vit_base,
     "simclr_v1_projection": heads.SimCLRv1Projection,
     # MoCo v2's MLP head is the SimCLR v1 head (Linear-ReLU-Linear with biases).
     "mocov2_projection": heads.SimCLRv1Projection,
@@ -36,7 +39,11 @@ _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
 
 #: The names that build encoders (images to features); the rest are heads.
 ENCODER_NAMES = tuple(
-    sorted(name for name, build in _REGISTRY.items() if build.__module__ == resnet.__name__)
+    sorted(
+        name
+        for name, build in _REGISTRY.items()
+        if build.__module__ in (resnet.__name__, vit.__name__)
+    )
 )
 
 
@@ -55,13 +62,16 @@ def create(name: str, *, rngs: nnx.Rngs, **options) -> nnx.Module:
     Args:
       name: one of `available()`: encoders (`ENCODER_NAMES`) 'resnet10',
         'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-        'resnet_tiny' (for tests); heads 'simclr_v1_projection',
-        'mocov2_projection' (same class), 'simclr_v2_projection', 'mocov3_projector',
+        'resnet_tiny' (for tests), 'vit_tiny', 'vit_small', 'vit_base'; heads
+        'simclr_v1_projection', 'mocov2_projection' (same class), 'simclr_v2_projection',
+        'mocov3_projector',
         'mocov3_predictor', 'linear_classifier'.
       rngs: random number generators for parameter initialization.
       **options: keyword arguments of the model's constructor. Encoders: stem,
         in_channels, width_multiplier, zero_init_residual, bn_axis_name, dtype (see
-        `jaxcl.models.ResNet`). Heads: in_features (required except for the
+        `jaxcl.models.ResNet`); ViTs: patch_size, in_channels, position_embedding,
+        image_size, frozen_patch_embedding, drop_path_rate, dtype, ... (see
+        `jaxcl.models.VisionTransformer`). Heads: in_features (required except for the
         predictor), hidden_features, out_features or num_classes, bn_axis_name,
         dtype.
 
@@ -94,6 +104,8 @@ def _keyword_options(build: Callable) -> set[str]:
     function = build.__init__ if isinstance(build, type) else build
     parameters = inspect.signature(function).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        # resnet18 & co. forward **options to ResNet.
+        # resnet18 & co. forward **options to ResNet, vit_small & co. to VisionTransformer.
+        if build.__module__ == vit.__name__:
+            return _keyword_options(vit.VisionTransformer)
         return _keyword_options(resnet.ResNet) - {"block", "stage_sizes"}
     return {p.name for p in parameters if p.name != "self"}
