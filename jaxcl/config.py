@@ -135,7 +135,10 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     Keeps the method, optimizer and loss of the recipe, so ``<config>:smoke``
     exercises the same code path in seconds on a CPU. The image shape follows
-    the recipe's channels (1 for Fashion-MNIST, 3 otherwise) at 16x16.
+    the recipe's channels (1 for Fashion-MNIST, 3 otherwise) at 16x16. A ResNet
+    recipe gets ``resnet_tiny``; a ViT recipe keeps its ViT and its options
+    (frozen patch projection, position embedding) at width 32, depth 2, 2 heads
+    and patch 4.
 
     Args:
       config: a full config; modified in place.
@@ -144,8 +147,15 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       The same config.
     """
     channels = 1 if config.dataset == "fashion_mnist" else 3
-    config.model = "resnet_tiny"
-    config.model_options = {"zero_init_residual": False}
+    if config.model.startswith("vit"):
+        vit_options = {k: v for k, v in config.model_options.items() if k != "image_size"}
+        vit_options |= {"width": 32, "depth": 2, "num_heads": 2, "patch_size": 4}
+        if vit_options.get("position_embedding") == "learned":
+            vit_options["image_size"] = 16
+        config.model_options = vit_options
+    else:
+        config.model = "resnet_tiny"
+        config.model_options = {"zero_init_residual": False}
     config.dataset = "synthetic"
     config.dataset_options = {
         "image_shape": (16, 16, channels),
@@ -247,6 +257,13 @@ def validate_config(
     if config.optimizer not in optim.OPTIMIZERS:
         fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
     _check_ranges(config)
+    if float(config.model_options.get("drop_path_rate", 0.0)) > 0.0:
+        raise ConfigError(
+            "model_options.drop_path_rate",
+            config.model_options.drop_path_rate,
+            "is not supported in pretraining (MoCo v3 pretrains its ViTs without drop-path)",
+            "use 0.0; drop-path is for fine-tuning code that passes apply(..., rng=key)",
+        )
     if config.projection_layers and config.projector not in PROJECTORS_WITH_LAYERS:
         fail(
             "projection_layers",
