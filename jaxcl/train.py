@@ -32,9 +32,9 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcl import console, data, distributed, optim, workdir_identity, workdir_io
+from jaxcl import console, data, distributed, optim, weights, workdir_identity, workdir_io
 from jaxcl.checkpoint import Checkpointer, abstract_like
-from jaxcl.config import validate_config
+from jaxcl.config import load_config, validate_config
 from jaxcl.console import StepProgress
 from jaxcl.contrastive_network import build_network, online_probe_metrics, resolve_compute_dtype
 from jaxcl.distributed import DATA_AXIS
@@ -150,6 +150,66 @@ class Trainer:
     def initial_state(self) -> TrainState:
         """A fresh train state, created by one jitted program already replicated on the mesh."""
         return self._compiled_init()
+
+    def with_encoder_from(self, state: TrainState, source: str) -> TrainState:
+        """``state`` with its encoder (and momentum encoder) set from ``source``.
+
+        Args:
+          state: a fresh train state (``initial_state``).
+          source: ``config.init_from``: the workdir of a jaxcl run (its newest
+            checkpoint), or a PyTorch file of a torchvision ResNet or timm ViT
+            (read with ``jaxcl.weights.import_torch``).
+
+        Returns:
+          The state with the imported encoder arrays, replicated on the mesh; the
+          heads, the optimizer state and the step stay as they were.
+
+        Raises:
+          jaxcl.weights.WeightsError: the source's encoder is not this config's.
+        """
+        params, batch_stats = self._encoder_arrays_from(source)
+        expected = (state["params"]["encoder"], state["batch_stats"].get("encoder", {}))
+        shapes = jax.tree.map(lambda x: tuple(x.shape), (params, batch_stats))
+        if shapes != jax.tree.map(lambda x: tuple(x.shape), expected):
+            raise weights.WeightsError(
+                f"init_from={source!r} holds another encoder than config.model="
+                f"{self.config.model!r} with model_options={dict(self.config.model_options)}; "
+                "pass the model and "
+                "options it was trained with"
+            )
+        params, batch_stats = jax.device_put((params, batch_stats), self.replicated)
+        state = {**state, "params": {**state["params"], "encoder": params}}
+        if batch_stats:
+            state["batch_stats"] = {**state["batch_stats"], "encoder": batch_stats}
+        if self.method.uses_momentum_encoder:
+            state["momentum_params"] = {**state["momentum_params"], "encoder": params}
+            if batch_stats:
+                state["momentum_batch_stats"] = {
+                    **state["momentum_batch_stats"],
+                    "encoder": batch_stats,
+                }
+        return state
+
+    def _encoder_arrays_from(self, source: str) -> tuple[dict, dict]:
+        """The encoder's (params, batch_stats) in a jaxcl workdir or a PyTorch file."""
+        if workdir_io.resolve(source).joinpath("config.json").exists():
+            other = Trainer(load_config(source), self.mesh, check_data_files=False)
+            checkpointer = Checkpointer(source)
+            try:
+                _, restored = checkpointer.restore(other.abstract_state())
+            finally:
+                checkpointer.close()
+            if restored is None:
+                raise FileNotFoundError(f"init_from={source!r} holds no checkpoint yet")
+            return restored["params"]["encoder"], restored["batch_stats"].get("encoder", {})
+        options = {
+            **dict(self.config.model_options),
+            "in_channels": self.in_channels,
+            "dtype": self.compute_dtype,
+        }
+        encoder = weights.import_torch(source, self.config.model, **options)
+        _, params, batch_stats = functional.split(encoder)
+        return params, batch_stats
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state, for restoring checkpoints."""
@@ -319,11 +379,18 @@ def restore_or_initialize(trainer: Trainer, checkpointer: Checkpointer) -> Train
 
     Unreadable checkpoints newer than the one restored are reported and set
     aside (see ``Checkpointer.restore``); when checkpoints exist but none is
-    readable this raises rather than start afresh over them.
+    readable this raises rather than start afresh over them. A fresh state
+    takes its encoder from ``config.init_from`` when that is set (a resumed
+    run keeps its own).
     """
     step, state = checkpointer.restore(trainer.abstract_state(), set_aside_unreadable=True)
     if state is None:
-        return trainer.initial_state()
+        state = trainer.initial_state()
+        if trainer.config.init_from:
+            state = trainer.with_encoder_from(state, trainer.config.init_from)
+            if jax.process_index() == 0:
+                console.say("encoder initialised from %s", trainer.config.init_from)
+        return state
     if jax.process_index() == 0:
         console.say("resuming from checkpoint at step %d", step)
     return state

@@ -204,6 +204,9 @@ def test_export_torch_of_a_run_loads_into_the_pytorch_model_and_back(tmp_path, m
             "projection_layers": 3,
         }
     config = make_tiny_config(**overrides)
+    # The end-of-run evaluation too: features of batches sharded over 8 devices.
+    config.eval.run_at_end = model == "vit"
+    config.eval.linear_epochs = 2
     workdir = str(tmp_path / "run")
     train_and_evaluate(config, workdir)
     out = tmp_path / "encoder.pth"
@@ -223,3 +226,37 @@ def test_export_torch_of_a_run_loads_into_the_pytorch_model_and_back(tmp_path, m
                                     for key in missing)  # fmt: skip
     np.testing.assert_allclose(_torch_features(source, images), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(_features(back, images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_a_run_or_a_pytorch_file_starts_from_its_encoder(tmp_path):
+    from jaxcl.checkpoint import Checkpointer
+    from jaxcl.config import ConfigError
+    from jaxcl.restore import restore_run
+    from jaxcl.train import Trainer, restore_or_initialize
+
+    source = str(tmp_path / "source")
+    train_and_evaluate(make_tiny_config("simclr"), source)
+    trained = jax.device_get(restore_run(source).state)
+    torch_file = str(tmp_path / "encoder.pth")
+    export_torch(source, torch_file)
+
+    for init_from in (source, torch_file):
+        config = make_tiny_config("mocov3", init_from=init_from, seed=7)
+        trainer = Trainer(config)
+        checkpointer = Checkpointer(str(tmp_path / f"fresh_{os.path.basename(init_from)}"))
+        state = jax.device_get(restore_or_initialize(trainer, checkpointer))
+        checkpointer.close()
+        for tree in ("params", "batch_stats", "momentum_params", "momentum_batch_stats"):
+            own = "params" if tree.endswith("params") else "batch_stats"
+            jax.tree.map(
+                np.testing.assert_array_equal, state[tree]["encoder"], trained[own]["encoder"]
+            )
+        # The heads are this run's own, freshly initialised.
+        head, source_head = (jax.tree.leaves(t["params"]["projector"])[0] for t in (state, trained))
+        assert not np.allclose(head, source_head)
+
+    with pytest.raises(ConfigError, match=r"init_from.*does not exist"):
+        Trainer(make_tiny_config(init_from=str(tmp_path / "nowhere")))
+    wider = make_tiny_config(init_from=torch_file, model_options={"base_widths": (16, 32)})
+    with pytest.raises(weights.WeightsError, match=r"does not match resnet_tiny|another encoder"):
+        restore_or_initialize(Trainer(wider), Checkpointer(str(tmp_path / "wider")))

@@ -482,7 +482,10 @@ class VisionTransformer(nnx.Module):
         tokens = self.patch_embed(images)
         batch, rows, columns, width = tokens.shape
         tokens = tokens.reshape(batch, rows * columns, width)
-        cls = jnp.broadcast_to(self.cls_token.get_value().astype(self.dtype), (batch, 1, width))
+        # Added to a slice of the tokens rather than broadcast on its own, so the
+        # class tokens take the tokens' sharding (a batch sharded over devices
+        # under jit cannot be concatenated with a replicated array).
+        cls = jnp.zeros_like(tokens[:, :1]) + self.cls_token.get_value().astype(self.dtype)
         if self.position_embedding == "sincos":
             # The class token's position embedding is zero in MoCo v3.
             tokens = tokens + sincos_position_embedding(rows, columns, width).astype(self.dtype)
