@@ -21,10 +21,14 @@ Checkpoints are pickles, and unpickling runs code. They are read with
 `torch.load(..., weights_only=True)`, which builds tensors and plain containers
 only; a file that needs any other type is refused with an error that names it.
 
+`import_simclr_tf` reads the ResNets of SimCLR v1/v2 TensorFlow 2 checkpoints
+(google-research/simclr's `tf2/` code, saved with `tf.train.Checkpoint(model=...)`)
+through `tf.train.load_checkpoint`, which reads arrays and never runs code.
+
 The source models' input conventions are the user's to follow: torchvision and
 MoCo models expect RGB images in [0, 1] normalised by the ImageNet mean
 (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); `jaxcl.main` trains on
-unnormalised [0, 1] images.
+unnormalised [0, 1] images, as SimCLR does.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from jaxcl.models import functional
 from jaxcl.models.vit import sincos_position_embedding
 
 __all__ = [
+    "SIMCLR_TF2_PREFIX",
     "WeightsError",
+    "import_simclr_tf",
     "import_torch",
     "load_torch_state_dict",
     "sincos_pos_embed_of",
@@ -450,3 +456,136 @@ def sincos_pos_embed_of(encoder: models.VisionTransformer, image_size: int) -> n
     fixed = np.asarray(sincos_position_embedding(grid, grid, encoder.num_features))
     zero = np.zeros((1, encoder.num_features), np.float32)
     return np.concatenate([zero, fixed], axis=0)[None]
+
+
+# ----------------------------------------------------------------- SimCLR (TensorFlow)
+
+#: Where SimCLR's tf2 code keeps its ResNet in a `tf.train.Checkpoint(model=...)`.
+SIMCLR_TF2_PREFIX = "model/resnet_model/"
+_TF_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+_TF_BATCH_NORM = {"scale": "gamma", "bias": "beta", "mean": "moving_mean", "var": "moving_variance"}
+
+
+def _simclr_tf2_keys(model: models.ResNet) -> dict[tuple[str, ...], str]:
+    """jaxcl ResNet array paths -> SimCLR tf2 checkpoint keys (without the prefix).
+
+    SimCLR's `Resnet` keeps its stem in `initial_conv_relu_max_pool` (a fixed-padding
+    conv at 0, its BatchNorm at 2) and its stages in `block_groups/<g>/layers/<b>`;
+    a bottleneck block's convs are `conv_relu_dropblock_layers/0, 3, 6` with their
+    BatchNorms at 1, 4, 7, and the first block's projection shortcut is
+    `projection_layers/0` (conv) and `projection_layers/1` (BatchNorm).
+    """
+    mapping: dict[tuple[str, ...], str] = {}
+
+    def conv_bn(where, jax_conv, jax_bn, tf_conv, tf_bn):
+        mapping[(*where, jax_conv, "kernel")] = f"{tf_conv}/conv2d/kernel"
+        for jax_name, tf_name in _TF_BATCH_NORM.items():
+            mapping[(*where, jax_bn, jax_name)] = f"{tf_bn}/bn/{tf_name}"
+
+    conv_bn((), "stem_conv", "stem_bn", "initial_conv_relu_max_pool/0",
+            "initial_conv_relu_max_pool/2")  # fmt: skip
+    for group, stage in enumerate(model.stages()):
+        for index, block in enumerate(stage.blocks()):
+            where = (f"layer{group + 1}", f"block{index}")
+            tf_block = f"block_groups/{group}/layers/{index}"
+            for k in range(3):
+                conv_bn(where, f"conv{k + 1}", f"bn{k + 1}",
+                        f"{tf_block}/conv_relu_dropblock_layers/{3 * k}",
+                        f"{tf_block}/conv_relu_dropblock_layers/{3 * k + 1}")  # fmt: skip
+            if block.shortcut_conv is not None:
+                conv_bn(where, "shortcut_conv", "shortcut_bn",
+                        f"{tf_block}/projection_layers/0",
+                        f"{tf_block}/projection_layers/1")  # fmt: skip
+    return mapping
+
+
+def import_simclr_tf(
+    checkpoint: str, model: str = "resnet50", *, prefix: str = SIMCLR_TF2_PREFIX, **model_options
+) -> nnx.Module:
+    """Builds a jaxcl ResNet holding the encoder of a SimCLR v1/v2 TF2 checkpoint.
+
+    The result's `apply(..., train=False)` gives the checkpoint's pooled ResNet
+    features (SimCLR's `final_avg_pool`) on NHWC RGB images in [0, 1]. The stem's
+    max-pool pads as TensorFlow's SAME does (`stem_pool_padding='same'`), so the
+    features match the TensorFlow model exactly, not a torchvision conversion.
+
+    Args:
+      checkpoint: a checkpoint prefix (`.../ckpt-100000`) or its directory, as
+        written by SimCLR's tf2 `run.py`.
+      model: a bottleneck ResNet: 'resnet50', 'resnet101' or 'resnet152'.
+      prefix: the ResNet's place in the checkpoint (SimCLR's tf2 code:
+        'model/resnet_model/').
+      **model_options: options of `jaxcl.models.create` (e.g. `dtype`); the
+        width multiplier (SimCLR's 1x, 2x, 4x) is read from the weights.
+
+    Returns:
+      The encoder, an `nnx.Module`.
+
+    Raises:
+      WeightsError: if the checkpoint cannot be read or does not fill the model.
+    """
+    tf = importlib.import_module("tensorflow")
+    path = str(checkpoint)
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise WeightsError(f"{path} holds no TensorFlow checkpoint; pass a ckpt-N prefix")
+        path = latest
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.OpError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise WeightsError(
+            f"{path} is not a readable TensorFlow checkpoint ({first_line}); pass the prefix "
+            "of its .index file"
+        ) from None
+    arrays = {}
+    for key in reader.get_variable_to_shape_map():
+        if key.startswith(prefix) and key.endswith(_TF_VALUE) and ".OPTIMIZER_SLOT" not in key:
+            arrays[key[len(prefix) : -len(_TF_VALUE)]] = np.asarray(reader.get_tensor(key))
+    stem_key = "initial_conv_relu_max_pool/0/conv2d/kernel"
+    if stem_key not in arrays:
+        raise WeightsError(
+            f"{path} has no {prefix}{stem_key}; is it a SimCLR tf2 checkpoint? Pass prefix='...'"
+        )
+    if model not in ("resnet50", "resnet101", "resnet152"):
+        raise WeightsError(
+            f"model={model!r}: SimCLR's checkpoints are bottleneck ResNets; use resnet50, "
+            "resnet101 or resnet152"
+        )
+    stem_width = arrays[stem_key].shape[-1]
+    options = {
+        "width_multiplier": stem_width / 64,
+        "in_channels": arrays[stem_key].shape[2],
+        "stem": "imagenet",
+        "stem_pool_padding": "same",
+        **model_options,
+    }
+    encoder = models.create(model, rngs=nnx.Rngs(0), **options)
+    graphdef, params, batch_stats = functional.split(encoder)
+    layout = _simclr_tf2_keys(encoder)
+    used, problems = set(), []
+
+    def fill(path, leaf):
+        jax_path = tuple(str(getattr(k, "key", k)) for k in path)[1:]
+        key = layout[jax_path]
+        if key not in arrays:
+            problems.append(f"missing {prefix}{key}")
+            return leaf
+        used.add(key)
+        # TensorFlow's conv kernels are HWIO, like jaxcl's: no transpose.
+        if arrays[key].shape != leaf.shape:
+            problems.append(f"{prefix}{key} has shape {arrays[key].shape}, not {leaf.shape}")
+            return leaf
+        return arrays[key].astype(np.float32)
+
+    filled = jax.tree_util.tree_map_with_path(fill, {"params": params, "batch_stats": batch_stats})
+    unexpected = sorted(key for key in set(arrays) - used if "/dense/" not in key)
+    if unexpected:
+        problems.append(f"unexpected {', '.join(prefix + k for k in unexpected[:3])}")
+    if problems:
+        raise WeightsError(
+            f"the checkpoint does not match {model} at width {options['width_multiplier']}x: "
+            f"{'; '.join(problems[:4])}; pass the model it was trained with"
+        )
+    return functional.merge(graphdef, filled["params"], filled["batch_stats"])

@@ -260,3 +260,37 @@ def test_init_from_a_run_or_a_pytorch_file_starts_from_its_encoder(tmp_path):
     wider = make_tiny_config(init_from=torch_file, model_options={"base_widths": (16, 32)})
     with pytest.raises(weights.WeightsError, match=r"does not match resnet_tiny|another encoder"):
         restore_or_initialize(Trainer(wider), Checkpointer(str(tmp_path / "wider")))
+
+
+def test_simclr_tf2_checkpoint_gives_the_tensorflow_features(tmp_path):
+    import tensorflow as tf
+    from tf_reference import Model
+
+    source = Model(seed=0)
+    prefix = tf.train.Checkpoint(model=source).save(str(tmp_path / "ckpt"))
+    keys = dict(tf.train.list_variables(prefix))
+    # The names of SimCLR's tf2 checkpoints.
+    assert (
+        "model/resnet_model/block_groups/0/layers/0/projection_layers/0/conv2d/kernel"
+        "/.ATTRIBUTES/VARIABLE_VALUE" in keys
+    )
+    images = _images((2, 64, 64, 3), seed=6)
+    expected = source.resnet_model(tf.constant(images)).numpy()
+
+    encoder = weights.import_simclr_tf(str(tmp_path), model="resnet50")
+    assert encoder.stem_pool_padding == "same"
+    _assert_same_features(_features(encoder, images), expected)
+    # torchvision's symmetric max-pool padding shifts every window by a pixel.
+    _, params, batch_stats = functional.split(encoder)
+    symmetric = models.create("resnet50", rngs=nnx.Rngs(0))
+    graphdef = functional.split(symmetric)[0]
+    shifted, _ = functional.apply(graphdef, params, batch_stats, images, train=False)
+    assert not np.allclose(np.asarray(shifted), expected, rtol=1e-3)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(weights.WeightsError, match=r"holds no TensorFlow checkpoint"):
+        weights.import_simclr_tf(str(tmp_path / "empty"))
+    with pytest.raises(weights.WeightsError, match=r"not a readable TensorFlow checkpoint"):
+        weights.import_simclr_tf(str(tmp_path / "missing" / "ckpt-1"))
+    with pytest.raises(weights.WeightsError, match=r"bottleneck ResNets"):
+        weights.import_simclr_tf(prefix, model="resnet18")

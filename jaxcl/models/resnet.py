@@ -50,6 +50,7 @@ RESNET_DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
 RESNET_BASE_WIDTHS = (64, 128, 256, 512)
 
 STEMS = ("imagenet", "small")
+STEM_POOL_PADDINGS = ("symmetric", "same")
 
 
 class BasicBlock(nnx.Module):
@@ -330,6 +331,7 @@ class ResNet(nnx.Module):
         base_widths: Sequence[int] = RESNET_BASE_WIDTHS,
         stem: str = "imagenet",
         stem_width: int | None = None,
+        stem_pool_padding: str = "symmetric",
         in_channels: int = 3,
         width_multiplier: float = 1.0,
         zero_init_residual: bool = False,
@@ -349,6 +351,10 @@ class ResNet(nnx.Module):
             SimCLR's CIFAR-10 stem for small images).
           stem_width: channels of the stem conv at width 1x; defaults to
             `base_widths[0]` (64 for the standard depths).
+          stem_pool_padding: padding of the ImageNet stem's max-pool:
+            'symmetric' (1 pixel on every side, torchvision) or 'same'
+            (TensorFlow's SAME: 0 before and 1 after on even inputs, as in
+            SimCLR's TF code; for its imported checkpoints).
           in_channels: channels of the input images (3 for RGB, 1 for Fashion-MNIST).
           width_multiplier: scales every width, stem included (SimCLR 1x/2x/4x, or a
             fraction such as 0.25 for CPU-sized models).
@@ -370,6 +376,11 @@ class ResNet(nnx.Module):
             raise ValueError(f"unknown ResNet block {block!r}; valid: {sorted(_BLOCKS)}")
         if stem not in STEMS:
             raise ValueError(f"unknown ResNet stem {stem!r}; valid: {list(STEMS)}")
+        if stem_pool_padding not in STEM_POOL_PADDINGS:
+            raise ValueError(
+                f"stem_pool_padding={stem_pool_padding!r} is unknown; use one of "
+                f"{', '.join(STEM_POOL_PADDINGS)}"
+            )
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(
                 f"in_channels={in_channels!r} must be an integer >= 1; pass the images' "
@@ -390,6 +401,7 @@ class ResNet(nnx.Module):
                 f"for stages {tuple(stage_sizes)}"
             )
         self.stem = stem
+        self.stem_pool_padding = stem_pool_padding
         self.in_channels = in_channels
         self.dtype = dtype
         self.stage_widths = scaled_widths(base_widths, width_multiplier)
@@ -447,8 +459,10 @@ class ResNet(nnx.Module):
         x = images.astype(self.dtype)
         x = nnx.relu(self.stem_bn(self.stem_conv(x)))
         if self.stem == "imagenet":
-            # torchvision pads the max-pool by 1 on every side (with -inf).
-            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            # torchvision pads the max-pool by 1 on every side (with -inf);
+            # TensorFlow's SAME pads only after on even inputs.
+            padding = ((1, 1), (1, 1)) if self.stem_pool_padding == "symmetric" else "SAME"
+            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=padding)
         for stage in self.stages():
             x = stage(x)
         # Pool in float32: a bfloat16 mean over 7x7 or 4x4 positions loses digits the
