@@ -92,8 +92,9 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Book-keeping.
     config.seed = 0
-    # Start the encoder from other weights: a jaxcl run's workdir or a PyTorch
-    # file (torchvision ResNet or timm ViT layout, see jaxcl.weights). "": random.
+    # Start the encoder from other weights: a jaxcl run's workdir, a PyTorch file
+    # (torchvision ResNet or timm ViT layout) or a SimCLR TF checkpoint (see
+    # jaxcl.weights). "": random.
     config.init_from = ""
     config.log_every_steps = 50
     config.checkpoint_every_steps = 500
@@ -260,11 +261,14 @@ def validate_config(
     if config.optimizer not in optim.OPTIMIZERS:
         fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
     _check_ranges(config)
-    if config.init_from and not workdir_io.resolve(config.init_from).exists():
+    init_from = config.init_from
+    if init_from and not (
+        workdir_io.resolve(init_from).exists() or workdir_io.resolve(f"{init_from}.index").exists()
+    ):
         fail(
             "init_from",
             "does not exist",
-            "pass the workdir of a jaxcl run or a PyTorch weights file, or '' for a random start",
+            "pass a jaxcl run's workdir, a PyTorch file or a TF checkpoint; '' starts at random",
         )
     if float(config.model_options.get("drop_path_rate", 0.0)) > 0.0:
         raise ConfigError(

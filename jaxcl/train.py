@@ -157,8 +157,9 @@ class Trainer:
         Args:
           state: a fresh train state (``initial_state``).
           source: ``config.init_from``: the workdir of a jaxcl run (its newest
-            checkpoint), or a PyTorch file of a torchvision ResNet or timm ViT
-            (read with ``jaxcl.weights.import_torch``).
+            checkpoint), a PyTorch file of a torchvision ResNet or timm ViT
+            (read with ``jaxcl.weights.import_torch``), or a SimCLR TensorFlow
+            checkpoint (``jaxcl.weights.import_simclr_tf``).
 
         Returns:
           The state with the imported encoder arrays, replicated on the mesh; the
@@ -191,7 +192,7 @@ class Trainer:
         return state
 
     def _encoder_arrays_from(self, source: str) -> tuple[dict, dict]:
-        """The encoder's (params, batch_stats) in a jaxcl workdir or a PyTorch file."""
+        """The encoder's (params, batch_stats) in a jaxcl workdir, a PyTorch file or a TF one."""
         if workdir_io.resolve(source).joinpath("config.json").exists():
             other = Trainer(load_config(source), self.mesh, check_data_files=False)
             checkpointer = Checkpointer(source)
@@ -207,7 +208,10 @@ class Trainer:
             "in_channels": self.in_channels,
             "dtype": self.compute_dtype,
         }
-        encoder = weights.import_torch(source, self.config.model, **options)
+        if weights.is_tf_checkpoint(source):
+            encoder = weights.import_simclr_tf(source, self.config.model, **options)
+        else:
+            encoder = weights.import_torch(source, self.config.model, **options)
         _, params, batch_stats = functional.split(encoder)
         return params, batch_stats
 

@@ -53,6 +53,7 @@ __all__ = [
     "WeightsError",
     "import_simclr_tf",
     "import_torch",
+    "is_tf_checkpoint",
     "load_torch_state_dict",
     "sincos_pos_embed_of",
     "torch_module",
@@ -497,6 +498,14 @@ def _simclr_tf2_keys(model: models.ResNet) -> dict[tuple[str, ...], str]:
                         f"{tf_block}/projection_layers/0",
                         f"{tf_block}/projection_layers/1")  # fmt: skip
     return mapping
+
+
+def is_tf_checkpoint(path: str) -> bool:
+    """Whether `path` is a TensorFlow checkpoint prefix or a directory of checkpoints."""
+    candidate = epath.Path(str(path))
+    return epath.Path(f"{path}.index").exists() or (
+        candidate.is_dir() and candidate.joinpath("checkpoint").exists()
+    )
 
 
 def import_simclr_tf(

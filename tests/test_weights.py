@@ -16,8 +16,12 @@ from torch_reference import (
 )
 
 from jaxcl import load_encoder, models, weights
+from jaxcl.checkpoint import Checkpointer
+from jaxcl.config import ConfigError
 from jaxcl.models import functional
+from jaxcl.restore import restore_run
 from jaxcl.run import train_and_evaluate
+from jaxcl.train import Trainer, restore_or_initialize
 from jaxcl.trained_encoder import export_torch
 
 
@@ -229,11 +233,6 @@ def test_export_torch_of_a_run_loads_into_the_pytorch_model_and_back(tmp_path, m
 
 
 def test_init_from_a_run_or_a_pytorch_file_starts_from_its_encoder(tmp_path):
-    from jaxcl.checkpoint import Checkpointer
-    from jaxcl.config import ConfigError
-    from jaxcl.restore import restore_run
-    from jaxcl.train import Trainer, restore_or_initialize
-
     source = str(tmp_path / "source")
     train_and_evaluate(make_tiny_config("simclr"), source)
     trained = jax.device_get(restore_run(source).state)
@@ -280,6 +279,19 @@ def test_simclr_tf2_checkpoint_gives_the_tensorflow_features(tmp_path):
     encoder = weights.import_simclr_tf(str(tmp_path), model="resnet50")
     assert encoder.stem_pool_padding == "same"
     _assert_same_features(_features(encoder, images), expected)
+    # init_from takes the checkpoint's prefix too.
+    config = make_tiny_config(
+        model="resnet50", model_options={"stem": "imagenet", "stem_pool_padding": "same"},
+        init_from=prefix, compute_dtype="float32",
+    )  # fmt: skip
+    config.dataset_options = {**config.dataset_options, "image_shape": (64, 64, 3)}
+    config.image_size = 64
+    trainer = Trainer(config)
+    state = trainer.with_encoder_from(trainer.initial_state(), prefix)
+    started = functional.merge(
+        functional.split(encoder)[0], state["params"]["encoder"], state["batch_stats"]["encoder"]
+    )
+    _assert_same_features(_features(started, images), expected)
     # torchvision's symmetric max-pool padding shifts every window by a pixel.
     _, params, batch_stats = functional.split(encoder)
     symmetric = models.create("resnet50", rngs=nnx.Rngs(0))
