@@ -11,6 +11,12 @@ Transfer: ``python -m jaxcl.eval --workdir=DIR --dataset=NAME`` scores the
 run's encoder on another dataset (``--dataset_options`` as JSON, ``--data_dir``,
 ``--eval_train_split``/``--eval_test_split``) and writes
 ``DIR/transfer/NAME/results.json``; see ``jaxcl.transfer``.
+
+Imported weights: ``python -m jaxcl.eval --config=configs/X.py
+--config.init_from=PATH --workdir=NEW_DIR`` evaluates the encoder in ``PATH`` (a
+PyTorch file, a SimCLR TF checkpoint or a run's workdir) on the config's
+dataset with its evaluation protocol, training nothing; see
+``jaxcl.run.evaluate_init_from``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxcl import cli, console, xla_defaults
-from jaxcl.run import evaluate_baselines, evaluate_workdir
+from jaxcl.run import evaluate_baselines, evaluate_init_from, evaluate_workdir
 from jaxcl.transfer import evaluate_transfer
 
 
@@ -47,6 +53,11 @@ def _main(argv):
     else:
         if FLAGS.workdir is None:
             raise app.UsageError("pass --workdir=DIR of a training run (or --baselines)")
+        if FLAGS.config is not None and FLAGS.dataset:
+            raise app.UsageError(
+                "--dataset scores a run's encoder elsewhere and takes no --config; "
+                "evaluate init_from on another dataset with --config.dataset=NAME"
+            )
         if FLAGS.dataset:
             results = evaluate_transfer(
                 FLAGS.workdir,
@@ -57,12 +68,16 @@ def _main(argv):
                 eval_test_split=FLAGS.eval_test_split,
             )
         else:
-            # Library logs go to the run's log.txt (opened once the run is restored).
+            # Library logs go to the workdir's log.txt (opened once the run is accepted).
             routing = console.route_logs(
                 verbose=console.verbose_requested(FLAGS["verbosity"].present)
             )
             routing.write_to(FLAGS.workdir, 0)
-            results = evaluate_workdir(FLAGS.workdir)
+            if FLAGS.config is not None:
+                # Imported weights, evaluated as a training run's encoder would be.
+                results = evaluate_init_from(FLAGS.config, FLAGS.workdir)
+            else:
+                results = evaluate_workdir(FLAGS.workdir)
     logging.info("results: %s", results)
     print(json.dumps(results, indent=2, sort_keys=True))
 
@@ -79,7 +94,10 @@ def run():
     flags.DEFINE_string("eval_train_split", "", "Transfer: the split the probes fit on.")
     flags.DEFINE_string("eval_test_split", "", "Transfer: the split they are scored on.")
     config_flags.DEFINE_config_file(
-        "config", None, "Training config file (with --baselines).", lock_config=True
+        "config",
+        None,
+        "Training config file: with --baselines, or with --config.init_from and --workdir.",
+        lock_config=True,
     )
     cli.define_traceback_flag()
     app.run(cli.report_user_errors("jaxcl.eval", _main), flags_parser=cli.parse_flags("jaxcl.eval"))

@@ -1,8 +1,10 @@
 """Command line: ``python -m jaxcl.finetune --pretrained=RUN --workdir=DIR [--config=...]``.
 
-Fine-tunes the encoder of the pretraining run in ``--pretrained`` on a
-labelled subset (``--config.label_fraction=0.01``), or trains the same network
-from scratch when ``--pretrained=`` is empty; writes ``DIR/results.json`` with
+Fine-tunes the encoder of the pretraining run in ``--pretrained`` (or of a
+published PyTorch or TensorFlow weights file there, for the network of
+``--config.base_config``) on a labelled subset
+(``--config.label_fraction=0.01``), or trains the same network from scratch
+when ``--pretrained=`` is empty; writes ``DIR/results.json`` with
 ``finetune_top1`` and ``label_fraction``. The work is
 ``jaxcl.finetuning.finetune_and_evaluate``; rerunning the command resumes.
 """
@@ -32,7 +34,10 @@ def _define_flags():
         lock_config=True,
     )
     flags.DEFINE_string(
-        "pretrained", None, "Workdir of the pretraining run; empty: train from scratch."
+        "pretrained",
+        None,
+        "Workdir of the pretraining run, or a PyTorch file or TF checkpoint of the "
+        "encoder of --config.base_config; empty: train from scratch.",
     )
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
     flags.DEFINE_string(

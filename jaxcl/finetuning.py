@@ -6,7 +6,8 @@ to end on 1% or 10% of ImageNet's labels and compare it with the same network
 trained from scratch on those labels. ``FineTuner`` is that network and step:
 
 * the pretrained encoder (``params['encoder']`` and its BatchNorm statistics of
-  the run in ``finetune.pretrained``; a random one when that is empty), then
+  the run in ``finetune.pretrained``, or the encoder of a published PyTorch or
+  TF weights file there, ``jaxcl.weights``; a random one when it is empty), then
   the first ``finetune.from_projection_layer`` layers of its projection head
   (SimCLR v2's ``ft_proj_selector``: v2 fine-tunes from the first layer of its
   3-layer head), then a new linear classifier;
@@ -44,7 +45,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxcl import configs, data, distributed, optim, workdir_identity, workdir_io
+from jaxcl import configs, data, distributed, optim, weights, workdir_identity, workdir_io
 from jaxcl.checkpoint import abstract_like
 from jaxcl.config import ConfigError, load_config, validate_config
 from jaxcl.contrastive_network import build_network, online_probe_metrics, resolve_compute_dtype
@@ -137,13 +138,36 @@ def default_finetune_config() -> ml_collections.ConfigDict:
     return config
 
 
+def _is_run(path: str) -> bool:
+    """Whether ``path`` is the workdir of a jaxcl run (else: a published weights file)."""
+    return (workdir_io.resolve(path) / "config.json").exists()
+
+
+def _check_pretrained(recipe, pretrained: str) -> None:
+    """Refuses a ``--pretrained`` that is neither a run nor a weights file, up front."""
+    if not pretrained or _is_run(pretrained):
+        return
+    exists = workdir_io.resolve(pretrained).exists()
+    if not (exists or workdir_io.resolve(f"{pretrained}.index").exists()):
+        raise ConfigError(
+            "pretrained", pretrained, "does not exist",
+            "pass a jaxcl run's workdir, a PyTorch file or a TF checkpoint; '' trains from scratch",
+        )  # fmt: skip
+    if recipe.from_projection_layer:
+        raise ConfigError(
+            "from_projection_layer", recipe.from_projection_layer,
+            f"needs a pretrained projection head, and {pretrained} holds an encoder only",
+            "use 0, or fine-tune a jaxcl run's workdir",
+        )  # fmt: skip
+
+
 def _base_config(recipe, pretrained: str) -> ml_collections.ConfigDict:
     """The training config the fine-tuning run starts from (see ``base_config``)."""
-    if pretrained:
+    if pretrained and _is_run(pretrained):
         return load_config(pretrained)
     if not recipe.base_config:
         raise ConfigError(
-            "base_config", "", "names no network to train from scratch (--pretrained='')",
+            "base_config", "", "names no network to train from scratch or to load weights into",
             "set it, e.g. --config.base_config=simclr_fashion_mnist",
         )  # fmt: skip
     if (workdir_io.resolve(recipe.base_config) / "config.json").exists():
@@ -157,7 +181,9 @@ def finetune_run_config(recipe, pretrained: str = "") -> ml_collections.ConfigDi
 
     Args:
       recipe: a fine-tuning recipe (``default_finetune_config`` keys).
-      pretrained: the workdir of the pretraining run ('' trains from scratch).
+      pretrained: the workdir of the pretraining run, or a published weights
+        file (a PyTorch file or SimCLR TF checkpoint of ``base_config``'s
+        encoder, see ``jaxcl.weights``); '' trains from scratch.
 
     Returns:
       A locked ConfigDict: the base training config with the recipe's
@@ -168,6 +194,7 @@ def finetune_run_config(recipe, pretrained: str = "") -> ml_collections.ConfigDi
       ValueError: a recipe value out of range (one line, with the fix).
     """
     _check_recipe(recipe)
+    _check_pretrained(recipe, pretrained)
     config = _base_config(recipe, pretrained)
     config.unlock()
     for key in _OPTIMISATION_KEYS:
@@ -353,8 +380,11 @@ class FineTuner:
 
     def _pretrained_variables(self):
         """The pretrained run's encoder (and kept head) variables, or None from scratch."""
-        if not self.settings.pretrained:
+        source = self.settings.pretrained
+        if not source:
             return None
+        if not _is_run(source):
+            return self._imported_encoder(source)
         run = restore_run(self.settings.pretrained, mesh=self.mesh, check_data_files=False)
         parts = ("encoder", "projector") if self.settings.from_projection_layer else ("encoder",)
         params = {part: run.state["params"][part] for part in parts}
@@ -362,6 +392,25 @@ class FineTuner:
         stats = {part: saved_stats[part] for part in parts if part in saved_stats}
         logging.info("fine-tuning %s of %s at step %d", parts, self.settings.pretrained, run.step)
         return params, stats
+
+    def _imported_encoder(self, source: str):
+        """The encoder arrays of a published weights file, checked against the config's."""
+        config = self.config
+        options = {
+            **dict(config.model_options),
+            "in_channels": self.in_channels,
+            "dtype": self.compute_dtype,
+        }
+        encoder = weights.import_encoder_file(source, config.model, **options)
+        _, params, stats = functional.split(encoder)
+        _, expected_params, expected_stats = functional.split(nnx.eval_shape(self._network))
+        expected = (expected_params["encoder"], expected_stats.get("encoder", {}))
+        where = f"--pretrained={source!r}"
+        weights.check_same_encoder(
+            where, (params, stats), expected, config.model, config.model_options
+        )
+        logging.info("fine-tuning the encoder of %s", source)
+        return {"encoder": params}, ({"encoder": stats} if stats else {})
 
     def initial_state(self):
         """The first state: the pretrained parts (or random ones) and a new classifier."""
@@ -486,7 +535,8 @@ def finetune_and_evaluate(recipe, workdir: str, *, pretrained: str = "", fork: b
     Args:
       recipe: the fine-tuning recipe (``default_finetune_config`` keys).
       workdir: directory for checkpoints, metrics, ``config.json`` and ``results.json``.
-      pretrained: the ``--workdir`` of a pretraining run; '' trains from scratch.
+      pretrained: the ``--workdir`` of a pretraining run, or a published
+        weights file of ``recipe.base_config``'s encoder; '' trains from scratch.
       fork: resume ``workdir`` under a changed config (``jaxcl.workdir_identity``).
 
     Returns:

@@ -170,14 +170,13 @@ class Trainer:
         """
         params, batch_stats = self._encoder_arrays_from(source)
         expected = (state["params"]["encoder"], state["batch_stats"].get("encoder", {}))
-        shapes = jax.tree.map(lambda x: tuple(x.shape), (params, batch_stats))
-        if shapes != jax.tree.map(lambda x: tuple(x.shape), expected):
-            raise weights.WeightsError(
-                f"init_from={source!r} holds another encoder than config.model="
-                f"{self.config.model!r} with model_options={dict(self.config.model_options)}; "
-                "pass the model and "
-                "options it was trained with"
-            )
+        weights.check_same_encoder(
+            f"init_from={source!r}",
+            (params, batch_stats),
+            expected,
+            self.config.model,
+            self.config.model_options,
+        )
         params, batch_stats = jax.device_put((params, batch_stats), self.replicated)
         state = {**state, "params": {**state["params"], "encoder": params}}
         if batch_stats:
@@ -208,10 +207,7 @@ class Trainer:
             "in_channels": self.in_channels,
             "dtype": self.compute_dtype,
         }
-        if weights.is_tf_checkpoint(source):
-            encoder = weights.import_simclr_tf(source, self.config.model, **options)
-        else:
-            encoder = weights.import_torch(source, self.config.model, **options)
+        encoder = weights.import_encoder_file(source, self.config.model, **options)
         _, params, batch_stats = functional.split(encoder)
         return params, batch_stats
 

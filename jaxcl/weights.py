@@ -51,6 +51,8 @@ from jaxcl.models.vit import sincos_position_embedding
 __all__ = [
     "SIMCLR_TF2_PREFIX",
     "WeightsError",
+    "check_same_encoder",
+    "import_encoder_file",
     "import_simclr_tf",
     "import_torch",
     "is_tf_checkpoint",
@@ -598,3 +600,40 @@ def import_simclr_tf(
             f"{'; '.join(problems[:4])}; pass the model it was trained with"
         )
     return functional.merge(graphdef, filled["params"], filled["batch_stats"])
+
+
+def import_encoder_file(source: str, model: str, **model_options) -> nnx.Module:
+    """The encoder in a published weights file: a SimCLR TF checkpoint or a PyTorch file.
+
+    Args:
+      source: a TensorFlow checkpoint prefix or directory (`import_simclr_tf`),
+        else a PyTorch file (`import_torch`).
+      model: the jaxcl encoder name (`jaxcl.models.create`).
+      **model_options: its options.
+
+    Returns:
+      The encoder, an `nnx.Module`.
+    """
+    if is_tf_checkpoint(source):
+        return import_simclr_tf(source, model, **model_options)
+    return import_torch(source, model, **model_options)
+
+
+def check_same_encoder(source: str, arrays, expected, model: str, model_options) -> None:
+    """Refuses encoder arrays whose shapes are not those of the config's encoder.
+
+    Args:
+      source: where `arrays` came from (named in the error).
+      arrays: `(params, batch_stats)` read from `source`.
+      expected: `(params, batch_stats)` of the encoder the config builds.
+      model: the config's `model`; model_options: its `model_options`.
+
+    Raises:
+      WeightsError: the two trees differ in structure or in a shape.
+    """
+    shapes = jax.tree.map(lambda x: tuple(x.shape), arrays)
+    if shapes != jax.tree.map(lambda x: tuple(x.shape), expected):
+        raise WeightsError(
+            f"{source} holds another encoder than model={model!r} with "
+            f"model_options={dict(model_options)}; pass the model and options it was trained with"
+        )

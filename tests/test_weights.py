@@ -1,6 +1,8 @@
 """Weights in and out: PyTorch ResNets and ViTs to jaxcl encoders, safe loading, export."""
 
+import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -15,14 +17,16 @@ from torch_reference import (
     randomize_vit,
 )
 
-from jaxcl import load_encoder, models, weights
+from jaxcl import finetuning, load_encoder, models, weights
 from jaxcl.checkpoint import Checkpointer
 from jaxcl.config import ConfigError
+from jaxcl.configs.finetune import simclr_fashion_mnist as finetune_recipe
 from jaxcl.models import functional
 from jaxcl.restore import restore_run
-from jaxcl.run import train_and_evaluate
+from jaxcl.run import evaluate_init_from, evaluate_workdir, train_and_evaluate
 from jaxcl.train import Trainer, restore_or_initialize
 from jaxcl.trained_encoder import export_torch
+from jaxcl.workdir_identity import WorkdirMismatchError
 
 
 def _features(encoder, images_nhwc):
@@ -232,13 +236,19 @@ def test_export_torch_of_a_run_loads_into_the_pytorch_model_and_back(tmp_path, m
     np.testing.assert_allclose(_features(back, images), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_init_from_a_run_or_a_pytorch_file_starts_from_its_encoder(tmp_path):
-    source = str(tmp_path / "source")
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory):
+    """A tiny SimCLR run, its trained state on the host, and its encoder as a .pth file."""
+    root = tmp_path_factory.mktemp("source_run")
+    source = str(root / "source")
     train_and_evaluate(make_tiny_config("simclr"), source)
-    trained = jax.device_get(restore_run(source).state)
-    torch_file = str(tmp_path / "encoder.pth")
+    torch_file = str(root / "encoder.pth")
     export_torch(source, torch_file)
+    return source, jax.device_get(restore_run(source).state), torch_file
 
+
+def test_init_from_a_run_or_a_pytorch_file_starts_from_its_encoder(source_run, tmp_path):
+    source, trained, torch_file = source_run
     for init_from in (source, torch_file):
         config = make_tiny_config("mocov3", init_from=init_from, seed=7)
         trainer = Trainer(config)
@@ -259,6 +269,55 @@ def test_init_from_a_run_or_a_pytorch_file_starts_from_its_encoder(tmp_path):
     wider = make_tiny_config(init_from=torch_file, model_options={"base_widths": (16, 32)})
     with pytest.raises(weights.WeightsError, match=r"does not match resnet_tiny|another encoder"):
         restore_or_initialize(Trainer(wider), Checkpointer(str(tmp_path / "wider")))
+
+
+def test_linear_evaluation_of_imported_weights_is_the_runs_own(source_run, tmp_path):
+    source, _, torch_file = source_run
+    own = evaluate_workdir(source)
+    imported_dir = str(tmp_path / "imported")
+    config = make_tiny_config("simclr", init_from=torch_file)
+    imported = evaluate_init_from(config, imported_dir)
+    assert imported["init_from"] == torch_file
+    for key in ("linear_top1", "knn_top1", "alignment", "uniformity"):
+        assert imported[key] == pytest.approx(own[key], rel=1e-6, abs=1e-6), key
+    stored = json.loads((tmp_path / "imported" / "results.json").read_text())
+    assert stored["linear_top1"] == imported["linear_top1"]
+    assert (tmp_path / "imported" / "plots" / "embedding_pca.png").exists()
+
+    # A training run's workdir is never the target; init_from must name weights.
+    before = (pathlib.Path(source) / "results.json").read_bytes()
+    with pytest.raises(WorkdirMismatchError, match="holds a training run"):
+        evaluate_init_from(config, source)
+    assert (pathlib.Path(source) / "results.json").read_bytes() == before
+    with pytest.raises(ConfigError, match=r"init_from.*names no weights"):
+        evaluate_init_from(make_tiny_config("simclr"), str(tmp_path / "none"))
+    assert not (tmp_path / "none").exists()
+
+
+def test_fine_tuning_starts_from_a_pytorch_file_as_from_its_run(source_run, tmp_path):
+    source, trained, torch_file = source_run
+    recipe = finetune_recipe.get_config("smoke")
+    recipe.base_config = source  # the run's network; the file gives its encoder
+    states = []
+    for pretrained in (source, torch_file):
+        tuner = finetuning.FineTuner(finetuning.finetune_run_config(recipe, pretrained))
+        states.append(jax.device_get(tuner.initial_state()))
+    for tree in ("params", "batch_stats"):
+        jax.tree.map(np.testing.assert_array_equal, states[1][tree], states[0][tree])
+        jax.tree.map(
+            np.testing.assert_array_equal, states[1][tree]["encoder"], trained[tree]["encoder"]
+        )
+
+    recipe.from_projection_layer = 1
+    with pytest.raises(ConfigError, match=r"from_projection_layer.*encoder only"):
+        finetuning.finetune_run_config(recipe, torch_file)
+    recipe.from_projection_layer = 0
+    with pytest.raises(ConfigError, match=r"pretrained.*does not exist"):
+        finetuning.finetune_run_config(recipe, str(tmp_path / "nowhere.pth"))
+    recipe.base_config = "supcon_cifar10:smoke"  # RGB: another stem than the file's
+    wider = finetuning.finetune_run_config(recipe, torch_file)
+    with pytest.raises(weights.WeightsError, match=r"another encoder|does not match"):
+        finetuning.FineTuner(wider).initial_state()
 
 
 def test_simclr_tf2_checkpoint_gives_the_tensorflow_features(tmp_path):

@@ -17,6 +17,51 @@ from flax import nnx
 from jaxcl.models.layers import Dtype, batch_norm, dense
 
 
+def _add_dense_bn_layers(
+    head: nnx.Module,
+    indices: range,
+    in_features: int,
+    hidden_features: int,
+    out_features: int,
+    *,
+    last_bn_scale: bool,
+    bn_axis_name: str | None,
+    dtype: Dtype,
+    rngs: nnx.Rngs,
+) -> None:
+    """Sets ``dense{i}`` (no bias) and ``bn{i}`` on ``head`` for each i of ``indices``.
+
+    Hidden BatchNorms are affine; the last one has no bias (the projection is
+    centred), and a scale only when ``last_bn_scale`` (SimCLR v2 keeps it, MoCo
+    v3 drops it).
+    """
+    width = in_features
+    for index in indices:
+        last = index == indices[-1]
+        out = out_features if last else hidden_features
+        setattr(head, f"dense{index}", dense(width, out, use_bias=False, dtype=dtype, rngs=rngs))
+        norm = batch_norm(
+            out,
+            axis_name=bn_axis_name,
+            dtype=dtype,
+            use_scale=last_bn_scale or not last,
+            use_bias=not last,
+            rngs=rngs,
+        )
+        setattr(head, f"bn{index}", norm)
+        width = out
+
+
+def _apply_dense_bn_layers(head: nnx.Module, indices: range, features: jax.Array) -> jax.Array:
+    """The layers set by `_add_dense_bn_layers`, with a ReLU after each but the last."""
+    x = features
+    for index in indices:
+        x = getattr(head, f"bn{index}")(getattr(head, f"dense{index}")(x))
+        if index != indices[-1]:
+            x = nnx.relu(x)
+    return x.astype(jnp.float32)
+
+
 class SimCLRv1Projection(nnx.Module):
     """SimCLR v1 projection head g(h): Linear-ReLU-Linear, with biases.
 
@@ -104,34 +149,14 @@ class SimCLRv2Projection(nnx.Module):
         hidden_features = in_features if hidden_features is None else hidden_features
         self.num_layers = num_layers
         self.out_features = out_features
-        width = in_features
-        for index in range(num_layers):
-            last = index == num_layers - 1
-            out = out_features if last else hidden_features
-            setattr(
-                self, f"dense{index}", dense(width, out, use_bias=False, dtype=dtype, rngs=rngs)
-            )
-            setattr(
-                self,
-                f"bn{index}",
-                batch_norm(
-                    out,
-                    axis_name=bn_axis_name,
-                    dtype=dtype,
-                    use_bias=not last,
-                    rngs=rngs,
-                ),
-            )
-            width = out
+        _add_dense_bn_layers(
+            self, range(num_layers), in_features, hidden_features, out_features,
+            last_bn_scale=True, bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs,
+        )  # fmt: skip
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Projects features of shape (N, in_features) to float32 (N, out_features)."""
-        x = features
-        for index in range(self.num_layers):
-            x = getattr(self, f"bn{index}")(getattr(self, f"dense{index}")(x))
-            if index < self.num_layers - 1:
-                x = nnx.relu(x)
-        return x.astype(jnp.float32)
+        return _apply_dense_bn_layers(self, range(self.num_layers), features)
 
 
 class MoCoV3Projector(nnx.Module):
@@ -178,35 +203,14 @@ class MoCoV3Projector(nnx.Module):
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
         self.num_layers = num_layers
         self.out_features = out_features
-        width = in_features
-        for index in range(1, num_layers + 1):
-            last = index == num_layers
-            out = out_features if last else hidden_features
-            setattr(
-                self, f"dense{index}", dense(width, out, use_bias=False, dtype=dtype, rngs=rngs)
-            )
-            setattr(
-                self,
-                f"bn{index}",
-                batch_norm(
-                    out,
-                    axis_name=bn_axis_name,
-                    dtype=dtype,
-                    use_scale=not last,
-                    use_bias=not last,
-                    rngs=rngs,
-                ),
-            )
-            width = out
+        _add_dense_bn_layers(
+            self, range(1, num_layers + 1), in_features, hidden_features, out_features,
+            last_bn_scale=False, bn_axis_name=bn_axis_name, dtype=dtype, rngs=rngs,
+        )  # fmt: skip
 
     def __call__(self, features: jax.Array) -> jax.Array:
         """Projects features of shape (N, in_features) to float32 (N, out_features)."""
-        x = features
-        for index in range(1, self.num_layers + 1):
-            x = getattr(self, f"bn{index}")(getattr(self, f"dense{index}")(x))
-            if index < self.num_layers:
-                x = nnx.relu(x)
-        return x.astype(jnp.float32)
+        return _apply_dense_bn_layers(self, range(1, self.num_layers + 1), features)
 
 
 class MoCoV3Predictor(nnx.Module):
