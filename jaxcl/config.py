@@ -79,6 +79,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.learning_rate_scaling = "linear"
     config.warmup_epochs = 1.0
     config.weight_decay = 1e-6
+    # 'matrices': no decay on biases and normalisation parameters; 'all': MoCo v3.
+    config.weight_decay_on = "matrices"
     config.momentum = 0.9
     config.trust_coefficient = 1e-3
 
@@ -260,6 +262,8 @@ def validate_config(
         fail("augmentation", "is unknown", f"use one of {', '.join(data.PRESET_NAMES)}")
     if config.optimizer not in optim.OPTIMIZERS:
         fail("optimizer", "is unknown", f"use one of {', '.join(optim.OPTIMIZERS)}")
+    if config.weight_decay_on not in optim.DECAY_TARGETS:
+        fail("weight_decay_on", "is unknown", f"use one of {', '.join(optim.DECAY_TARGETS)}")
     _check_ranges(config)
     init_from = config.init_from
     if init_from and not (

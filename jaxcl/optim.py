@@ -15,6 +15,7 @@ import jax
 import optax
 
 __all__ = [
+    "DECAY_TARGETS",
     "OPTIMIZERS",
     "create_optimizer",
     "decay_mask",
@@ -24,6 +25,9 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("lars", "sgd", "adamw")
+# Which parameters weight decay reaches: 'matrices' (ndim > 1: SimCLR, timm,
+# DeiT) or 'all' (MoCo v3's AdamW, which decays every parameter it trains).
+DECAY_TARGETS = ("matrices", "all")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
@@ -105,6 +109,7 @@ def create_optimizer(
     momentum: float = 0.9,
     trust_coefficient: float = 1e-3,
     nesterov: bool = False,
+    decay: str = "matrices",
 ) -> optax.GradientTransformation:
     """An optax optimizer by name, with biases and BatchNorm excluded from decay.
 
@@ -125,6 +130,10 @@ def create_optimizer(
       momentum: momentum of LARS and SGD.
       trust_coefficient: LARS eta (SimCLR: 1e-3).
       nesterov: Nesterov momentum for SGD and LARS.
+      decay: ``'matrices'`` (``decay_mask``) or ``'all'``: weight decay on every
+        parameter, biases and normalisation ones included, as MoCo v3's
+        ``torch.optim.AdamW(model.parameters(), ...)`` (LARS's trust ratio
+        keeps its mask either way).
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -133,11 +142,14 @@ def create_optimizer(
       You et al., "Large Batch Training of Convolutional Networks", 2017,
       https://arxiv.org/abs/1708.03888
     """
+    if decay not in DECAY_TARGETS:
+        raise ValueError(f"decay={decay!r} is unknown; use one of {', '.join(DECAY_TARGETS)}.")
+    mask = decay_mask if decay == "matrices" else None
     if name == "lars":
         return optax.lars(
             learning_rate,
             weight_decay=weight_decay,
-            weight_decay_mask=decay_mask,
+            weight_decay_mask=mask,
             trust_coefficient=trust_coefficient,
             trust_ratio_mask=trust_ratio_mask,
             momentum=momentum,
@@ -145,9 +157,9 @@ def create_optimizer(
         )
     if name == "sgd":
         return optax.chain(
-            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            optax.add_decayed_weights(weight_decay, mask=mask),
             optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
         )
     if name == "adamw":
-        return optax.adamw(learning_rate, weight_decay=weight_decay, mask=decay_mask)
+        return optax.adamw(learning_rate, weight_decay=weight_decay, mask=mask)
     raise ValueError(f"optimizer={name!r} is unknown; use one of {', '.join(OPTIMIZERS)}.")

@@ -94,6 +94,7 @@ class Trainer:
             weight_decay=config.weight_decay,
             momentum=config.momentum,
             trust_coefficient=config.trust_coefficient,
+            decay=config.weight_decay_on,
         )
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype)
         # Structures only: nnx.eval_shape creates no parameter.

@@ -1,11 +1,13 @@
 """LARS against SimCLR's equations by hand, masks, and schedules."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from jaxcl import optim
+from jaxcl import configs, optim
+from jaxcl.config import ConfigError, validate_config
 
 
 def simclr_lars_reference(params, grads, velocity, *, lr, wd, momentum, eta):
@@ -63,6 +65,37 @@ def test_lars_matches_simclr_equations_over_two_steps():
 def test_decay_mask_excludes_vectors():
     mask = optim.decay_mask({"conv": jnp.ones((3, 3, 1, 2)), "bias": jnp.ones(2)})
     assert mask == {"conv": True, "bias": False}
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_weight_decay_reaches_vectors_only_when_asked(name):
+    # With zero gradients only the decay moves a parameter: MoCo v3's AdamW
+    # ('all') shrinks the bias and the kernel alike, the default only the kernel.
+    params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    lr, wd = 0.1, 0.5
+    moved = {}
+    for decay in ("matrices", "all"):
+        optimizer = optim.create_optimizer(name, lr, weight_decay=wd, momentum=0.0, decay=decay)
+        updates, _ = optimizer.update(zeros, optimizer.init(params), params)
+        moved[decay] = optax.apply_updates(params, updates)
+    shrunk = 2.0 * (1 - lr * wd)  # AdamW: w -= lr wd w; SGD: w -= lr (wd w)
+    np.testing.assert_allclose(moved["all"]["bias"], shrunk, rtol=1e-6)
+    np.testing.assert_allclose(moved["all"]["kernel"], shrunk, rtol=1e-6)
+    np.testing.assert_array_equal(moved["matrices"]["bias"], params["bias"])
+    np.testing.assert_allclose(moved["matrices"]["kernel"], shrunk, rtol=1e-6)
+    with pytest.raises(ValueError, match="decay='some' is unknown"):
+        optim.create_optimizer(name, lr, decay="some")
+
+
+def test_moco_v3_vit_recipe_decays_every_parameter():
+    assert configs.get_config("mocov3_vit_imagenet").weight_decay_on == "all"
+    config = configs.get_config("simclr_fashion_mnist")
+    assert config.weight_decay_on == "matrices"
+    config.unlock()
+    config.weight_decay_on = "biases"
+    with pytest.raises(ConfigError, match="weight_decay_on='biases' is unknown"):
+        validate_config(config, num_devices=1, check_data_files=False)
 
 
 def test_trust_ratio_mask_leaves_the_probe_to_plain_momentum():

@@ -8,9 +8,9 @@ cosine, temperature 0.2, BYOL's asymmetric augmentations. Linear probe as
 main_lincls for ViTs: SGD lr 3 (x B/256) at batch 1024, 90 epochs, crop + flip.
 Published: 73.2% linear top-1 (ViT-S/16), 76.7% with model=vit_base.
 
-One difference from the official code: MoCo v3 decays every trained array
-with AdamW, jaxcl's 'adamw' leaves biases and LayerNorm parameters (ndim <= 1)
-undecayed, as DeiT and timm do.
+As the official code, AdamW decays every trained array, biases and LayerNorm
+parameters included (``weight_decay_on='all'``; jaxcl's default 'matrices'
+leaves them undecayed, as DeiT and timm do).
 
     python -m jaxcl.main --config=configs/mocov3_vit_imagenet.py --workdir=runs/mocov3_vits
     python -m jaxcl.main --config=configs/mocov3_vit_imagenet.py:smoke --workdir=/tmp/smoke
@@ -39,6 +39,7 @@ def get_config(arg: str = ""):
     config.learning_rate = 1.5e-4
     config.learning_rate_scaling = "linear"
     config.weight_decay = 0.1
+    config.weight_decay_on = "all"
     config.mocov3.temperature = 0.2
     config.mocov3.momentum_encoder_decay = 0.99
     config.log_every_steps = 100
