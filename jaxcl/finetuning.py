@@ -101,6 +101,9 @@ def default_finetune_config() -> ml_collections.ConfigDict:
         method, seed and process count).
       from_projection_layer: how many layers of the pretrained projection head
         stay under the classifier (0: the encoder's features; SimCLR v2: 1).
+      drop_path_rate: a ViT's stochastic depth while fine-tuning (MoCo v3 and
+        DeiT fine-tune ViT-B with 0.1); each example's drops come from (seed,
+        step, example index), so 8 devices still equal 1.
       image_size: the side of the training crops (0: the base run's evaluation
         size, the size the test images are scored at).
       nesterov: Nesterov momentum (SGD and LARS).
@@ -116,6 +119,7 @@ def default_finetune_config() -> ml_collections.ConfigDict:
     config.labels_per_class = 0
     config.subset_seed = 0
     config.from_projection_layer = 0
+    config.drop_path_rate = 0.0
     config.image_size = 0
     # SimCLR v1: Nesterov momentum, lr 0.05 x B/256, no warmup, no weight
     # decay; 60 epochs of the subset at 1%, 30 at 10%.
@@ -196,9 +200,16 @@ def finetune_run_config(recipe, pretrained: str = "") -> ml_collections.ConfigDi
     _check_recipe(recipe)
     _check_pretrained(recipe, pretrained)
     config = _base_config(recipe, pretrained)
+    if recipe.drop_path_rate > 0.0 and not config.model.startswith("vit"):
+        raise ConfigError(
+            "drop_path_rate", recipe.drop_path_rate,
+            f"is a ViT's option and the network is {config.model!r}", "use 0.0",
+        )  # fmt: skip
     config.unlock()
     for key in _OPTIMISATION_KEYS:
         config[key] = recipe[key]
+    if recipe.drop_path_rate > 0.0:
+        config.model_options = {**config.model_options, "drop_path_rate": recipe.drop_path_rate}
     section = ml_collections.ConfigDict(recipe.to_dict())
     section.pretrained = pretrained
     config.finetune = section
@@ -213,6 +224,7 @@ def _check_recipe(recipe) -> None:
         (0.0 < recipe.label_fraction <= 1.0, "label_fraction", "in (0, 1], e.g. 0.01"),
         (recipe.labels_per_class >= 0, "labels_per_class", ">= 0 (0: use label_fraction)"),
         (recipe.from_projection_layer >= 0, "from_projection_layer", ">= 0"),
+        (0.0 <= recipe.drop_path_rate < 1.0, "drop_path_rate", "in [0, 1), e.g. 0.1"),
         (recipe.image_size >= 0, "image_size", ">= 0 (0: the evaluation size)"),
         (recipe.eval_batch_size >= 1, "eval_batch_size", ">= 1"),
         (recipe.optimizer in _OPTIMIZERS, "optimizer", f"one of {', '.join(_OPTIMIZERS)}"),
@@ -252,8 +264,9 @@ class FineTuneNetwork(nnx.Module):
         # classifier on the pretrained features instead of perturbing them.
         self.classifier = dense(width, num_classes, kernel_init=nnx.initializers.zeros, rngs=rngs)
 
-    def __call__(self, images: jax.Array) -> jax.Array:
-        x = self.encoder(images)
+    def __call__(self, images: jax.Array, *, rng: jax.Array | None = None) -> jax.Array:
+        """Class logits (float32) of NHWC images; `rng`: the encoder's drop-path keys."""
+        x = self.encoder(images) if rng is None else self.encoder(images, rng=rng)
         for index in range(self.num_projection_layers):
             x = getattr(self.projector, f"bn{index}")(getattr(self.projector, f"dense{index}")(x))
             x = nnx.relu(x)  # kept layers are hidden layers: all end in a ReLU
@@ -323,6 +336,9 @@ class FineTuner:
             nesterov=self.settings.nesterov,
         )
         self.compute_dtype = resolve_compute_dtype(config.compute_dtype)
+        self.drop_path = float(config.model_options.get("drop_path_rate", 0.0)) > 0.0
+        # Drop-path draws per example from its dataset index (see _train_step).
+        self.extra_batch_keys = ("index",) if self.drop_path else ()
         kept = self.settings.from_projection_layer
         if kept and config.projector != "simclr_v2_projection":
             raise ConfigError(
@@ -424,10 +440,15 @@ class FineTuner:
 
     # ------------------------------------------------------------------ step
 
-    def _per_device_step(self, params, batch_stats, images, labels):
+    def _per_device_step(self, params, batch_stats, images, labels, example_keys):
         def loss_fn(params):
             logits, new_batch_stats = functional.apply(
-                self.graphdef, params, batch_stats, images.astype(self.compute_dtype), train=True
+                self.graphdef,
+                params,
+                batch_stats,
+                images.astype(self.compute_dtype),
+                train=True,
+                rng=example_keys,
             )
             # Cross-entropy and top-1 over the labelled examples of the global batch.
             loss, top1 = online_probe_metrics(logits, labels, DATA_AXIS)
@@ -437,15 +458,21 @@ class FineTuner:
         return grads, new_batch_stats, metrics
 
     def _train_step(self, state, batch):
+        example_keys = None
+        if self.drop_path:
+            # A function of (seed, step, example): the same drops on any number of
+            # devices, and on resume.
+            step_key = jax.random.fold_in(jax.random.key(self.config.seed), state["step"])
+            example_keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, batch["index"])
         sharded = jax.shard_map(
             self._per_device_step,
             mesh=self.mesh,
-            in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
+            in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS)),
             out_specs=P(),
         )
         images = batch["views"][:, 0]
         grads, batch_stats, metrics = sharded(
-            state["params"], state["batch_stats"], images, batch["label"]
+            state["params"], state["batch_stats"], images, batch["label"], example_keys
         )
         updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -499,9 +526,11 @@ class FineTuner:
 
 
 def _pretraining_part(config) -> ml_collections.ConfigDict:
-    """``config`` without its ``finetune`` section: what ``validate_config`` knows."""
+    """``config`` without its ``finetune`` section and drop-path: what ``validate_config`` knows."""
     plain = ml_collections.ConfigDict(config.to_dict())
     del plain["finetune"]
+    # Drop-path is wired into the fine-tuning step, not into pretraining's.
+    plain.model_options = {k: v for k, v in plain.model_options.items() if k != "drop_path_rate"}
     return plain
 
 

@@ -406,11 +406,15 @@ def train_batches(trainer: Trainer, start_step: int = 0):
 
     Returns:
       An iterator of ``{'views', 'label'}`` global arrays sharded over 'data'
-      (and ``'view_keys'`` with ``augment_on_device``); ``close()`` it to stop
-      its prefetch thread.
+      (and ``'view_keys'`` with ``augment_on_device``, and the trainer's
+      ``extra_batch_keys`` if it has them); ``close()`` it to stop its
+      prefetch thread.
     """
     iterator = trainer.data.train_iterator(start_step)
     keys = ("views", "label", "view_keys") if trainer.data.augment_on_device else ("views", "label")
+    # The examples' dataset indices, for a step whose randomness is per example
+    # (fine-tuning's drop-path).
+    keys += tuple(getattr(trainer, "extra_batch_keys", ()))
     return distributed.prefetch_to_mesh(iterator, trainer.mesh, keys=keys)
 
 

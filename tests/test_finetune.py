@@ -116,6 +116,26 @@ def test_eight_devices_equal_one_device_for_every_method(pretrained, mesh, name,
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=key)
 
 
+@pytest.mark.slow
+def test_vit_drop_path_is_the_same_on_eight_devices_and_one(mesh):
+    # Drops are drawn per example from (seed, step, dataset index).
+    recipe = _recipe(base_config="mocov3_vit_fashion_mnist:smoke", drop_path_rate=0.3)
+    config = finetuning.finetune_run_config(recipe, "")
+    assert config.model_options["drop_path_rate"] == 0.3
+    one_device = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
+    state_one, losses_one = _steps(finetuning.FineTuner(config, one_device), 3)
+    state_eight, losses_eight = _steps(finetuning.FineTuner(config, mesh), 3)
+    np.testing.assert_allclose(losses_eight, losses_one, rtol=1e-5, atol=1e-5)
+    for a, b in zip(
+        jax.tree.leaves(state_eight["params"]), jax.tree.leaves(state_one["params"]), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    recipe.drop_path_rate = 0.0
+    _, losses_plain = _steps(finetuning.FineTuner(finetuning.finetune_run_config(recipe, "")), 3)
+    assert losses_plain[0] == pytest.approx(losses_one[0], rel=1e-6)  # zero-init head
+    assert abs(losses_plain[-1] - losses_one[-1]) > 1e-4  # the drops changed the updates
+
+
 def test_training_reads_only_the_class_balanced_subset():
     tuner = finetuning.FineTuner(finetuning.finetune_run_config(_recipe(labels_per_class=3)))
     assert len(tuner.subset) == 30 and tuner.steps_per_epoch == 1
@@ -136,6 +156,8 @@ def test_training_reads_only_the_class_balanced_subset():
         ({"global_batch_size": 128}, "exceeds the 60 examples of the labelled subset"),
         ({"from_projection_layer": 3}, "needs a projection head of more than 3 layers"),
         ({"base_config": ""}, "names no network to train from scratch"),
+        ({"drop_path_rate": 0.1}, "drop_path_rate=0.1 is a ViT's option"),
+        ({"drop_path_rate": 1.0}, "drop_path_rate=1.0 is out of range"),
     ],
 )
 def test_bad_recipes_fail_in_one_line_before_training(changes, expected):

@@ -617,3 +617,57 @@ def test_registry():
         models.create("resnet19", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="stem"):
         models.create("resnet_tiny", stem="cifar", rngs=nnx.Rngs(0))
+
+
+def _small_vit(drop_path_rate):
+    return models.create(
+        "vit_tiny", rngs=nnx.Rngs(0), width=32, depth=4, num_heads=2, patch_size=4,
+        in_channels=1, drop_path_rate=drop_path_rate,
+    )  # fmt: skip
+
+
+def test_drop_path_drops_whole_branches_per_example_and_only_in_training():
+    images = jax.random.normal(jax.random.key(0), (64, 8, 8, 1))
+    variables = functional.split(_small_vit(0.5))
+    plain = functional.split(_small_vit(0.0))
+    keys = jax.random.split(jax.random.key(1), 64)
+    evaluated, _ = functional.apply(*variables, images, train=False, rng=keys)
+    reference, _ = functional.apply(*plain, images, train=False)
+    np.testing.assert_allclose(evaluated, reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"drop_path_rate=0\.5 needs a PRNG key"):
+        functional.apply(*variables, images, train=True)
+
+    # The last block drops at the full rate 0.5: each example's branch is kept
+    # (scaled by 1/keep) or zeroed, as its key says.
+    block = _small_vit(0.5).blocks()[-1]
+    assert block.drop_path_rate == 0.5
+    branch = jnp.ones((64, 3, 5))
+    dropped = block._drop_path(branch, keys, 0)
+    per_example = np.asarray(dropped[:, 0, 0])
+    assert set(np.unique(per_example)) == {0.0, 2.0}
+    assert np.all(np.asarray(dropped) == per_example[:, None, None])
+    assert 20 <= np.sum(per_example == 0.0) <= 44  # Binomial(64, 0.5): 4 sigma
+    # The attention and MLP branches draw apart.
+    other_branch = np.asarray(block._drop_path(branch, keys, 1))[:, 0, 0]
+    assert not np.array_equal(other_branch == 0.0, per_example == 0.0)
+
+    trained, _ = functional.apply(*variables, images, train=True, rng=keys)
+    plain_trained, _ = functional.apply(*plain, images, train=True)
+    assert np.abs(np.asarray(trained) - np.asarray(plain_trained)).max() > 1e-2
+
+
+def test_drop_path_of_an_example_does_not_depend_on_the_rest_of_its_batch():
+    # What makes 8 devices equal 1: halves of the batch with their own keys
+    # give the rows of the whole batch.
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    keys = jax.random.split(jax.random.key(3), 16)
+    variables = functional.split(_small_vit(0.3))
+    whole, _ = functional.apply(*variables, images, train=True, rng=keys)
+    halves = [
+        functional.apply(*variables, images[part], train=True, rng=keys[part])[0]
+        for part in (slice(0, 8), slice(8, 16))
+    ]
+    np.testing.assert_allclose(np.concatenate(halves), whole, rtol=1e-5, atol=1e-6)
+    once, _ = functional.apply(*variables, images, train=True, rng=jax.random.key(3))
+    again, _ = functional.apply(*variables, images, train=True, rng=jax.random.key(3))
+    np.testing.assert_array_equal(once, again)  # one key: split over the batch

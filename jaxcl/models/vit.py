@@ -282,21 +282,51 @@ class EncoderBlock(nnx.Module):
         self.norm2 = _layer_norm(width, dtype, rngs)
         self.mlp = Mlp(width, int(width * mlp_ratio), dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, drop_key: jax.Array | None) -> jax.Array:
-        """Applies the block; `drop_key` is None when drop-path is off (evaluation)."""
-        attention_key = mlp_key = None
-        if drop_key is not None:
-            attention_key, mlp_key = jax.random.split(drop_key)
-        x = x + self._drop_path(self.attn(self.norm1(x)), attention_key)
-        return x + self._drop_path(self.mlp(self.norm2(x)), mlp_key)
+    def __call__(self, x: jax.Array, example_keys: jax.Array | None) -> jax.Array:
+        """Applies the block.
 
-    def _drop_path(self, branch: jax.Array, key: jax.Array | None) -> jax.Array:
-        """Zeros the branch of each example with probability drop_path_rate, rescaled."""
-        if key is None or self.drop_path_rate == 0.0:
+        Args:
+          x: tokens of shape (N, tokens, width).
+          example_keys: this block's PRNG key of each example, shape (N,); None
+            when drop-path is off (evaluation).
+
+        Returns:
+          The block's output tokens.
+        """
+        x = x + self._drop_path(self.attn(self.norm1(x)), example_keys, 0)
+        return x + self._drop_path(self.mlp(self.norm2(x)), example_keys, 1)
+
+    def _drop_path(self, branch: jax.Array, example_keys: jax.Array | None, salt: int):
+        """Zeros the branch of each example with probability drop_path_rate, rescaled.
+
+        Each example's draw depends on its own key only, so a batch split over
+        devices drops the same branches as the whole batch on one device.
+        """
+        if example_keys is None or self.drop_path_rate == 0.0:
             return branch
         keep = 1.0 - self.drop_path_rate
-        mask = jax.random.bernoulli(key, keep, (branch.shape[0], 1, 1))
+        draw = jax.vmap(lambda key: jax.random.bernoulli(jax.random.fold_in(key, salt), keep))
+        mask = draw(example_keys).reshape(-1, 1, 1)
         return branch * (mask.astype(branch.dtype) / keep)
+
+
+def per_example_keys(rng: jax.Array, batch: int) -> jax.Array:
+    """One PRNG key per example: `rng` itself if it holds `batch` keys, else split from it.
+
+    Args:
+      rng: one key (typed, shape (); or raw uint32, shape (2,)), or one key per
+        example (shape (batch,) typed or (batch, 2) raw).
+      batch: the number of examples.
+
+    Returns:
+      `batch` keys.
+    """
+    single_ndim = 0 if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else 1
+    if rng.ndim == single_ndim + 1:
+        if rng.shape[0] != batch:
+            raise ValueError(f"rng holds {rng.shape[0]} keys for a batch of {batch} images")
+        return rng
+    return jax.random.split(rng, batch)
 
 
 class VisionTransformer(nnx.Module):
@@ -449,7 +479,10 @@ class VisionTransformer(nnx.Module):
           images: float array of shape (N, H, W, in_channels), NHWC; H and W
             multiples of `patch_size`.
           rng: a PRNG key for drop-path, needed while training when
-            `drop_path_rate > 0`; ignored in evaluation.
+            `drop_path_rate > 0`; ignored in evaluation. One key per example
+            (shape (N,)) makes each example's drops its own, independent of
+            how the batch is split over devices; one key is split over the
+            batch.
 
         Returns:
           float32 features of shape (N, width): the class token after the final
@@ -493,9 +526,12 @@ class VisionTransformer(nnx.Module):
         else:
             x = jnp.concatenate([cls, tokens], axis=1)
             x = x + self.pos_embed.get_value().astype(self.dtype)
-        keys = jax.random.split(rng, self.depth) if use_drop_path else [None] * self.depth
-        for block, key in zip(self.blocks(), keys, strict=True):
-            x = block(x, key)
+        example_keys = per_example_keys(rng, batch) if use_drop_path else None
+        for index, block in enumerate(self.blocks()):
+            block_keys = None
+            if example_keys is not None:
+                block_keys = jax.vmap(lambda key, i=index: jax.random.fold_in(key, i))(example_keys)
+            x = block(x, block_keys)
         return self.norm(x)[:, 0].astype(jnp.float32)
 
 
